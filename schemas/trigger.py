@@ -1,0 +1,275 @@
+"""The Trigger resource (`eventbus.dev/v1alpha1`): one model for the Kubernetes CRD and local YAML files."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from schemas.duration import Duration
+
+API_VERSION = "eventbus.dev/v1alpha1"
+KIND = "Trigger"
+
+
+class Model(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python, unknown fields rejected (typos must not pass)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+# --- secrets and TLS -------------------------------------------------------------------------
+
+
+class SecretRef(Model):
+    """Where a secret comes from: an environment variable of the runtime (never inline in the spec)."""
+
+    env: str = Field(min_length=1)
+
+
+class Tls(Model):
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure_skip_verify: bool = False
+
+
+class Sasl(Model):
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    username: str = Field(min_length=1)
+    password_from: SecretRef
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+class KafkaSource(Model):
+    bootstrap_servers: list[str] = Field(default_factory=list)
+    topics: list[str] = Field(min_length=1)
+    consumer_group: str | None = None
+    initial_offset: Literal["earliest", "latest"] = "earliest"
+    ordering: Literal["partition", "key", "none"] = "partition"
+    sasl: Sasl | None = None
+    tls: Tls | None = None
+
+
+class JetStream(Model):
+    stream: str = Field(min_length=1)
+    durable: str | None = None
+    deliver_policy: Literal["all", "new", "last"] = "all"
+    ack_wait: Duration | None = None
+    max_deliver: int = Field(default=-1, ge=-1)
+    create_stream: bool = False
+
+
+class NatsSource(Model):
+    servers: list[str] = Field(default_factory=list)
+    subject: str = Field(min_length=1)
+    queue_group: str | None = None
+    jetstream: JetStream | None = None
+    ordering: Literal["partition", "key", "none"] = "partition"
+    creds_file: str | None = None
+    token_from: SecretRef | None = None
+    user: str | None = None
+    password_from: SecretRef | None = None
+    tls: Tls | None = None
+
+
+class CatchUp(Model):
+    max_ticks: int = Field(default=1, ge=0)
+
+
+class CronSource(Model):
+    schedule: str = Field(min_length=1)
+    timezone: str = "UTC"
+    data: Any = None
+    data_base64: str | None = None
+    content_type: str | None = None
+    jitter: Duration = 0.0
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    starting_deadline: Duration | None = None
+    catch_up: CatchUp | None = None
+    suspend: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> CronSource:
+        from schemas.cron import validate_schedule, validate_timezone
+
+        validate_schedule(self.schedule)
+        validate_timezone(self.timezone)
+        if self.data is not None and self.data_base64 is not None:
+            raise ValueError("set data or dataBase64, not both")
+        return self
+
+
+class HttpAuth(Model):
+    bearer_token_from: SecretRef | None = None
+    hmac: HmacAuth | None = None
+
+
+class HmacAuth(Model):
+    header: str = "X-Hub-Signature-256"
+    secret_from: SecretRef
+    algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
+
+
+class HttpTopic(Model):
+    """Where an `async` HTTP trigger parks events before delivery."""
+
+    kafka: KafkaSink | None = None
+    nats: NatsSink | None = None
+
+
+class HttpSource(Model):
+    path: str = Field(pattern=r"^/")
+    mode: Literal["async", "sync"] = "sync"
+    auth: HttpAuth | None = None
+    topic: HttpTopic | None = None
+
+
+class Source(Model):
+    """Exactly one of the source kinds."""
+
+    kafka: KafkaSource | None = None
+    nats: NatsSource | None = None
+    cron: CronSource | None = None
+    http: HttpSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        set_ = [k for k in ("kafka", "nats", "cron", "http") if getattr(self, k) is not None]
+        if len(set_) != 1:
+            found = ", ".join(set_) if set_ else "none"
+            raise ValueError(f"exactly one of kafka, nats, cron, http must be set (found: {found})")
+        return self
+
+    @property
+    def kind(self) -> Literal["kafka", "nats", "cron", "http"]:
+        for k in ("kafka", "nats", "cron", "http"):
+            if getattr(self, k) is not None:
+                return k  # type: ignore[return-value]
+        raise AssertionError("validated source has no kind")
+
+
+# --- sinks -----------------------------------------------------------------------------------
+
+
+class KafkaSink(Model):
+    topic: str = Field(min_length=1)
+    bootstrap_servers: list[str] = Field(default_factory=list)
+
+
+class NatsSink(Model):
+    subject: str = Field(min_length=1)
+    servers: list[str] = Field(default_factory=list)
+
+
+class Sink(Model):
+    """A destination for dead letters or replies: exactly one of kafka, nats, url."""
+
+    kafka: KafkaSink | None = None
+    nats: NatsSink | None = None
+    url: str | None = Field(default=None, pattern=r"^https?://")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Sink:
+        n = sum(x is not None for x in (self.kafka, self.nats, self.url))
+        if n != 1:
+            raise ValueError("exactly one of kafka, nats, url must be set")
+        return self
+
+
+# --- the rest of the spec --------------------------------------------------------------------
+
+
+class EventDefaults(Model):
+    """Attributes for raw (non-CloudEvents) payloads."""
+
+    type: str | None = Field(default=None, min_length=1)
+    source: str | None = Field(default=None, min_length=1)
+
+
+class Filter(Model):
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+
+class FunctionRef(Model):
+    name: str | None = None
+    namespace: str | None = None
+    url: str | None = Field(default=None, pattern=r"^https?://")
+
+    @model_validator(mode="after")
+    def _name_or_url(self) -> FunctionRef:
+        if (self.name is None) == (self.url is None):
+            raise ValueError("set exactly one of name or url")
+        return self
+
+
+class Retry(Model):
+    attempts: int = Field(default=3, ge=0, description="Total tries, the first included.")
+    backoff: Literal["exponential", "linear"] = "exponential"
+    delay: Duration = 0.2
+    max_delay: Duration = 30.0
+
+
+class Delivery(Model):
+    timeout: Duration = 30.0
+    concurrency: int = Field(default=64, ge=1, le=10_000)
+    mode: Literal["binary", "structured"] = "binary"
+    retry: Retry = Field(default_factory=Retry)
+    dead_letter: Sink | None = None
+    reply: Sink | None = None
+
+
+class Scaling(Model):
+    lag_threshold: int = Field(default=100, ge=1)
+    activation_lag_threshold: int = Field(default=0, ge=0)
+    min_replicas: int = Field(default=0, ge=0)
+    max_replicas: int = Field(default=50, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be <= maxReplicas")
+        return self
+
+
+class TriggerSpec(Model):
+    source: Source
+    event: EventDefaults = Field(default_factory=EventDefaults)
+    filter: Filter = Field(default_factory=Filter)
+    function: FunctionRef
+    delivery: Delivery = Field(default_factory=Delivery)
+    scaling: Scaling = Field(default_factory=Scaling)
+
+
+class Metadata(Model):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    namespace: str = Field(default="default", min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    generation: int | None = None
+    resource_version: str | None = None
+    uid: str | None = None
+
+
+class Trigger(Model):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    api_version: Literal["eventbus.dev/v1alpha1"]
+    kind: Literal["Trigger"]
+    metadata: Metadata
+    spec: TriggerSpec
+
+    @property
+    def key(self) -> str:
+        """`<namespace>/<name>`: how logs, metrics and dead letters name this trigger."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+HttpAuth.model_rebuild()
+HttpTopic.model_rebuild()
+HttpSource.model_rebuild()
