@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import base64
+import binascii
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -11,6 +14,11 @@ from schemas.duration import Duration
 
 API_VERSION = "eventbus.dev/v1alpha1"
 KIND = "Trigger"
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+"""A list element that must not be empty (a topic, a server address)."""
+
+_CE_ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 
 
 class Model(BaseModel):
@@ -47,13 +55,19 @@ class Sasl(Model):
 
 
 class KafkaSource(Model):
-    bootstrap_servers: list[str] = Field(default_factory=list)
-    topics: list[str] = Field(min_length=1)
+    bootstrap_servers: list[NonEmptyStr] = Field(default_factory=list)
+    topics: list[NonEmptyStr] = Field(min_length=1)
     consumer_group: str | None = None
     initial_offset: Literal["earliest", "latest"] = "earliest"
     ordering: Literal["partition", "key", "none"] = "partition"
     sasl: Sasl | None = None
     tls: Tls | None = None
+
+    def group_for(self, trigger_key: str) -> str:
+        """`consumerGroup`, or by default `eventbus-<namespace>-<name>` for trigger `<namespace>/<name>`."""
+        if self.consumer_group is not None:
+            return self.consumer_group
+        return "eventbus-" + trigger_key.replace("/", "-")
 
 
 class JetStream(Model):
@@ -66,7 +80,7 @@ class JetStream(Model):
 
 
 class NatsSource(Model):
-    servers: list[str] = Field(default_factory=list)
+    servers: list[NonEmptyStr] = Field(default_factory=list)
     subject: str = Field(min_length=1)
     queue_group: str | None = None
     jetstream: JetStream | None = None
@@ -76,6 +90,16 @@ class NatsSource(Model):
     user: str | None = None
     password_from: SecretRef | None = None
     tls: Tls | None = None
+
+    @model_validator(mode="after")
+    def _auth(self) -> NatsSource:
+        ways = [n for n, v in (("credsFile", self.creds_file), ("tokenFrom", self.token_from),
+                               ("user", self.user)) if v is not None]
+        if len(ways) > 1:
+            raise ValueError(f"set at most one of credsFile, tokenFrom, user (found: {', '.join(ways)})")
+        if self.password_from is not None and self.user is None:
+            raise ValueError("passwordFrom needs user")
+        return self
 
 
 class CatchUp(Model):
@@ -102,6 +126,11 @@ class CronSource(Model):
         validate_timezone(self.timezone)
         if self.data is not None and self.data_base64 is not None:
             raise ValueError("set data or dataBase64, not both")
+        if self.data_base64 is not None:
+            try:
+                base64.b64decode(self.data_base64, validate=True)
+            except binascii.Error:
+                raise ValueError("dataBase64 is not valid base64") from None
         return self
 
 
@@ -122,12 +151,24 @@ class HttpTopic(Model):
     kafka: KafkaSink | None = None
     nats: NatsSink | None = None
 
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HttpTopic:
+        if (self.kafka is None) == (self.nats is None):
+            raise ValueError("exactly one of kafka, nats must be set")
+        return self
+
 
 class HttpSource(Model):
     path: str = Field(pattern=r"^/")
     mode: Literal["async", "sync"] = "sync"
     auth: HttpAuth | None = None
     topic: HttpTopic | None = None
+
+    @model_validator(mode="after")
+    def _topic_needs_async(self) -> HttpSource:
+        if self.topic is not None and self.mode != "async":
+            raise ValueError("topic is only used with mode: async")
+        return self
 
 
 class Source(Model):
@@ -148,9 +189,24 @@ class Source(Model):
 
     @property
     def kind(self) -> Literal["kafka", "nats", "cron", "http"]:
-        for k in ("kafka", "nats", "cron", "http"):
+        kinds: tuple[Literal["kafka", "nats", "cron", "http"], ...] = ("kafka", "nats", "cron", "http")
+        for k in kinds:
             if getattr(self, k) is not None:
-                return k  # type: ignore[return-value]
+                return k
+        raise AssertionError("validated source has no kind")
+
+    @property
+    def summary(self) -> str:
+        """One short line naming what is consumed (`kafka:orders`, `nats:orders.>`, `cron:@every 5m`,
+        `http:/hooks/github`): the `Source` printer column of the CRD shows it from `status.source`."""
+        if self.kafka is not None:
+            return "kafka:" + ",".join(self.kafka.topics)
+        if self.nats is not None:
+            return "nats:" + self.nats.subject
+        if self.cron is not None:
+            return "cron:" + self.cron.schedule
+        if self.http is not None:
+            return "http:" + self.http.path
         raise AssertionError("validated source has no kind")
 
 
@@ -159,12 +215,12 @@ class Source(Model):
 
 class KafkaSink(Model):
     topic: str = Field(min_length=1)
-    bootstrap_servers: list[str] = Field(default_factory=list)
+    bootstrap_servers: list[NonEmptyStr] = Field(default_factory=list)
 
 
 class NatsSink(Model):
     subject: str = Field(min_length=1)
-    servers: list[str] = Field(default_factory=list)
+    servers: list[NonEmptyStr] = Field(default_factory=list)
 
 
 class Sink(Model):
@@ -195,6 +251,15 @@ class EventDefaults(Model):
 class Filter(Model):
     attributes: dict[str, str] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _names(self) -> Filter:
+        bad = [k for k in self.attributes if not _CE_ATTRIBUTE_NAME.match(k)]
+        if bad:
+            raise ValueError(
+                f"invalid CloudEvents attribute name {bad[0]!r}: use 1-20 lowercase letters and digits"
+            )
+        return self
+
 
 class FunctionRef(Model):
     name: str | None = None
@@ -205,6 +270,8 @@ class FunctionRef(Model):
     def _name_or_url(self) -> FunctionRef:
         if (self.name is None) == (self.url is None):
             raise ValueError("set exactly one of name or url")
+        if self.url is not None and self.namespace is not None:
+            raise ValueError("namespace goes with name, not with url")
         return self
 
 
@@ -214,9 +281,15 @@ class Retry(Model):
     delay: Duration = 0.2
     max_delay: Duration = 30.0
 
+    @model_validator(mode="after")
+    def _delays(self) -> Retry:
+        if self.delay > self.max_delay:
+            raise ValueError("delay must be <= maxDelay")
+        return self
+
 
 class Delivery(Model):
-    timeout: Duration = 30.0
+    timeout: Annotated[Duration, Field(gt=0)] = 30.0
     concurrency: int = Field(default=64, ge=1, le=10_000)
     mode: Literal["binary", "structured"] = "binary"
     retry: Retry = Field(default_factory=Retry)

@@ -1,0 +1,130 @@
+"""Kafka I/O with aiokafka: client settings from a Trigger's source (auth, TLS), and a topic writer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from schemas.cloudevent import CloudEvent
+from schemas.kafka_binding import kafka_key, to_kafka_binary, to_kafka_structured
+from schemas.trigger import Sasl, Tls
+
+BOOTSTRAP_ENV = "EVENTBUS_KAFKA_BOOTSTRAP"
+
+
+class KafkaConfigError(ValueError):
+    """A Kafka setting that cannot work (no bootstrap servers, a secret's env var unset, a bad TLS file)."""
+
+
+class KafkaWriteError(RuntimeError):
+    """A record could not be written (broker unreachable, topic missing, timeout)."""
+
+
+def resolve_bootstrap(servers: list[str], default: str | None) -> str:
+    """The spec's servers, else the runtime default (`--kafka` or EVENTBUS_KAFKA_BOOTSTRAP)."""
+    if servers:
+        return ",".join(servers)
+    fallback = default or os.environ.get(BOOTSTRAP_ENV)
+    if not fallback:
+        raise KafkaConfigError(
+            f"no Kafka bootstrap servers: set bootstrapServers in the trigger, pass --kafka, or set {BOOTSTRAP_ENV}"
+        )
+    return fallback
+
+
+def _ssl_context(tls: Tls) -> ssl.SSLContext:
+    try:
+        ctx = create_ssl_context(cafile=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise KafkaConfigError(f"tls: cannot load certificates: {exc}") from exc
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def security_settings(sasl: Sasl | None, tls: Tls | None) -> dict[str, Any]:
+    """aiokafka keyword arguments for SASL and TLS; secrets are read from the environment here."""
+    out: dict[str, Any] = {}
+    if tls is not None:
+        out["ssl_context"] = _ssl_context(tls)
+    if sasl is not None:
+        password = os.environ.get(sasl.password_from.env)
+        if password is None:
+            raise KafkaConfigError(f"sasl.passwordFrom.env: environment variable {sasl.password_from.env} is not set")
+        out.update(
+            sasl_mechanism=sasl.mechanism, sasl_plain_username=sasl.username, sasl_plain_password=password
+        )
+        out["security_protocol"] = "SASL_SSL" if tls is not None else "SASL_PLAINTEXT"
+    elif tls is not None:
+        out["security_protocol"] = "SSL"
+    return out
+
+
+def make_consumer(
+    *, bootstrap: str, group: str, offset_reset: str, security: dict[str, Any], client_id: str
+) -> AIOKafkaConsumer:
+    """A consumer that never auto-commits: offsets are committed only for settled events."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset=offset_reset,
+        max_poll_interval_ms=600_000,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+        fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=1 << 20,
+        **security,
+    )
+
+
+def make_producer(*, bootstrap: str, security: dict[str, Any] | None = None) -> AIOKafkaProducer:
+    """An idempotent, acks=all producer (dead letters and replies must not be lost or doubled by retries)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+        request_timeout_ms=15_000,
+        max_request_size=8 << 20,
+        **(security or {}),
+    )
+
+
+class KafkaTopicWriter:
+    """Writes CloudEvents to one topic (binary mode by default), keeping a given key or `partitionkey`."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, *, structured: bool = False,
+                 timeout: float = 20.0) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.structured = structured
+        self.timeout = timeout
+        self.name = f"kafka:{topic}"
+
+    async def send(self, event: CloudEvent, key: bytes | None = None) -> None:
+        if self.structured:
+            headers, value = to_kafka_structured(event)
+        else:
+            headers, value_opt = to_kafka_binary(event)
+            value = value_opt if value_opt is not None else b""
+        if key is None:
+            key = kafka_key(event)
+        try:
+            fut = await asyncio.wait_for(
+                self.producer.send(self.topic, value=value, key=key, headers=headers), self.timeout
+            )
+            await asyncio.wait_for(fut, self.timeout)
+        except TimeoutError as exc:
+            raise KafkaWriteError(f"writing to topic {self.topic!r} timed out after {self.timeout:g}s "
+                                  "(does the topic exist?)") from exc
+        except KafkaError as exc:
+            raise KafkaWriteError(f"writing to topic {self.topic!r} failed: {exc!r}") from exc

@@ -1,0 +1,167 @@
+"""The runtime: runs a set of triggers with shared clients, serves admin endpoints, stops gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from connectors.gateway import DEFAULT_URL_TEMPLATE, GatewayClient
+from connectors.kafka import make_producer, resolve_bootstrap
+from eventbus.admin import admin_routes, start_admin
+from schemas.trigger import Trigger
+from triggers.delivery import Pipeline
+from triggers.kafka_trigger import KafkaTrigger
+from triggers.metrics import Metrics, default_metrics
+from triggers.sinks import EventSink, build_sink
+
+log = logging.getLogger("eventbus.runtime")
+
+
+class UnsupportedSource(RuntimeError):
+    """The runtime has no controller for a trigger's source kind (yet)."""
+
+
+@dataclass
+class RuntimeConfig:
+    gateway: str | None = None
+    url_template: str = DEFAULT_URL_TEMPLATE
+    kafka: str | None = None
+    nats: str | None = None
+    metrics_port: int | None = None
+    grace: float = 30.0
+    client_id: str = "eventbus"
+
+
+@dataclass
+class _Running:
+    trigger: Trigger
+    controller: KafkaTrigger
+    task: asyncio.Task[None]
+
+
+@dataclass
+class Runtime:
+    """Owns the clients every trigger shares (gateway session, producers) and the trigger tasks."""
+
+    config: RuntimeConfig
+    metrics: Metrics = field(default_factory=default_metrics)
+
+    def __post_init__(self) -> None:
+        self.gateway = GatewayClient(self.config.gateway, url_template=self.config.url_template)
+        self._producers: dict[str, AIOKafkaProducer] = {}
+        self._producer_lock = asyncio.Lock()
+        self._running: dict[str, _Running] = {}
+        self._admin: web.AppRunner | None = None
+        self._stopped = asyncio.Event()
+        self.extra_routes: list[web.RouteDef] = []
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+
+    # --- shared clients -----------------------------------------------------------------------
+
+    async def kafka_producer(self, servers: list[str]) -> AIOKafkaProducer:
+        bootstrap = resolve_bootstrap(servers, self.config.kafka)
+        async with self._producer_lock:
+            producer = self._producers.get(bootstrap)
+            if producer is None:
+                producer = make_producer(bootstrap=bootstrap)
+                await producer.start()
+                self._producers[bootstrap] = producer
+            return producer
+
+    async def _sink(self, trigger: Trigger, which: str) -> EventSink | None:
+        spec = getattr(trigger.spec.delivery, which)
+        if spec is None:
+            return None
+        return await build_sink(spec, gateway=self.gateway, kafka_producer=self.kafka_producer)
+
+    # --- triggers -----------------------------------------------------------------------------
+
+    async def add(self, trigger: Trigger) -> KafkaTrigger:
+        """Start one trigger; its task runs until `remove` or `stop`."""
+        if trigger.key in self._running:
+            raise ValueError(f"trigger {trigger.key} is already running")
+        pipeline = Pipeline(
+            trigger,
+            gateway=self.gateway,
+            metrics=self.metrics.for_trigger(trigger.key),
+            dead_letter=await self._sink(trigger, "dead_letter"),
+            reply=await self._sink(trigger, "reply"),
+        )
+        kind = trigger.spec.source.kind
+        if kind != "kafka":
+            raise UnsupportedSource(f"{trigger.key}: spec.source.{kind} is not supported by this runtime yet")
+        controller = KafkaTrigger(trigger, pipeline, default_bootstrap=self.config.kafka,
+                                  client_id=self.config.client_id)
+        task = asyncio.create_task(self._supervise(controller), name=f"trigger:{trigger.key}")
+        self._running[trigger.key] = _Running(trigger, controller, task)
+        log.info("trigger started", extra={"trigger": trigger.key, "source": kind, "url": pipeline.url})
+        return controller
+
+    async def _supervise(self, controller: KafkaTrigger) -> None:
+        """Run a controller; restart it after a crash (unreachable broker etc.) with backoff."""
+        delay = 1.0
+        while True:
+            try:
+                await controller.run(self.config.grace)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if controller._stopping.is_set():
+                    return
+                log.error("trigger failed; restarting", extra={"trigger": controller.trigger.key,
+                                                                "error": f"{type(exc).__name__}: {exc}",
+                                                                "retry_in": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def remove(self, key: str) -> None:
+        running = self._running.pop(key, None)
+        if running is None:
+            return
+        running.controller.stop()
+        await running.task
+        log.info("trigger stopped", extra={"trigger": key})
+
+    def ready(self) -> bool:
+        return all(r.controller.ready.is_set() for r in self._running.values())
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, triggers: list[Trigger]) -> None:
+        await self.gateway.start()
+        if self.config.metrics_port is not None:
+            self._admin = await start_admin(self.config.metrics_port, [*admin_routes(self.ready),
+                                                                       *self.extra_routes])
+        for t in triggers:
+            await self.add(t)
+
+    async def stop(self) -> None:
+        """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close."""
+        await asyncio.gather(*(self.remove(k) for k in list(self._running)))
+        for hook in self.on_stop:
+            await hook()
+        for producer in self._producers.values():
+            await producer.stop()
+        self._producers.clear()
+        await self.gateway.close()
+        if self._admin is not None:
+            await self._admin.cleanup()
+        self._stopped.set()
+
+    async def run_until_signal(self, triggers: list[Trigger]) -> None:
+        """Start, then stop cleanly on SIGTERM or SIGINT (exit 0 after a graceful drain)."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start(triggers)
+        await stop.wait()
+        log.info("stopping: draining in-flight events", extra={"grace_s": self.config.grace})
+        await self.stop()

@@ -1,0 +1,164 @@
+"""The CloudEvents Kafka protocol binding (v1.0.2): binary (`ce_` headers) and structured modes.
+
+Headers are aiokafka's `Sequence[tuple[str, bytes]]`; values are UTF-8 with no percent-encoding. The record
+key is never mapped onto `partitionkey` on receive (only raw records are wrapped with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from schemas.cloudevent import (
+    AttributeValue,
+    CloudEvent,
+    canonical_string,
+    format_time,
+    is_media_type,
+    is_valid_string,
+    make_event,
+    validate_attributes,
+)
+from schemas.errors import InvalidCloudEvent, UnsupportedFormat
+from schemas.json_format import (
+    BATCH_MEDIA_TYPE,
+    CONTENT_TYPE,
+    MEDIA_TYPE,
+    decode_structured,
+    encode_structured,
+)
+
+KafkaHeaders = Sequence[tuple[str, bytes | None]]
+
+
+def _utf8(value: bytes | None, header: str) -> str:
+    if value is None:
+        raise InvalidCloudEvent("header has a null value", header, location="header")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidCloudEvent(
+            f"value is not valid UTF-8 ({exc.reason} at byte {exc.start})", header, location="header"
+        ) from exc
+
+
+def _content_type(headers: KafkaHeaders) -> str | None:
+    found: str | None = None
+    for key, value in headers:
+        if key.lower() == "content-type" and value is not None:
+            if found is not None:
+                raise InvalidCloudEvent("header appears more than once", key, location="header")
+            found = _utf8(value, key)
+    return found
+
+
+def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
+    """Decode a Kafka record that is a CloudEvent; None for a raw record (neither binary nor structured).
+
+    Structured when `content-type` starts with `application/cloudevents` (any case); `application/cloudevents
+    +json` is decoded, other formats (and batches, which Kafka does not define) raise UnsupportedFormat.
+    Invalid CloudEvents raise InvalidCloudEvent.
+    """
+    headers = headers or ()
+    content_type = _content_type(headers)
+    if content_type is not None and content_type.lstrip().lower().startswith("application/cloudevents"):
+        media_type = content_type.partition(";")[0].strip().lower()
+        if media_type == BATCH_MEDIA_TYPE:
+            raise UnsupportedFormat(content_type, "the Kafka binding has no batch mode")
+        if media_type != MEDIA_TYPE:
+            raise UnsupportedFormat(content_type)
+        if value is None:
+            raise InvalidCloudEvent("structured-mode record has no value")
+        return decode_structured(value)
+    attrs: dict[str, AttributeValue] = {}
+    for key, raw in headers:
+        if key.startswith("ce_"):
+            name = key[3:]
+            if name in attrs:
+                raise InvalidCloudEvent("header appears more than once", key, location="header")
+            attrs[name] = _utf8(raw, key)
+    if "specversion" not in attrs:
+        return None
+    if content_type is not None:
+        dct = attrs.get("datacontenttype")
+        if dct is not None and dct != content_type:
+            raise InvalidCloudEvent(
+                f"differs from the content-type header {content_type!r}",
+                "ce_datacontenttype",
+                location="header",
+            )
+        attrs["datacontenttype"] = content_type
+    validate_attributes(attrs)
+    return CloudEvent(attrs, value)
+
+
+def wrap_kafka_record(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int | None,
+    key: bytes | None,
+    headers: KafkaHeaders,
+    value: bytes | None,
+    event_type: str,
+    event_source: str,
+) -> CloudEvent:
+    """A CloudEvent for a raw (non-CloudEvents) record; deterministic id `<topic>/<partition>/<offset>`.
+
+    `time` from the record timestamp (UTC, milliseconds; omitted when absent or negative), `partitionkey` from
+    a non-empty UTF-8 key, `datacontenttype` from a valid `content-type` header, data = the value bytes.
+    Raises InvalidCloudEvent if `event_type`/`event_source` are not valid.
+    """
+    attrs: dict[str, AttributeValue] = {
+        "specversion": "1.0",
+        "id": f"{topic}/{partition}/{offset}",
+        "source": event_source,
+        "type": event_type,
+    }
+    if timestamp_ms is not None and timestamp_ms >= 0:
+        seconds, millis = divmod(timestamp_ms, 1000)
+        at = datetime.fromtimestamp(seconds, UTC).replace(microsecond=millis * 1000)
+        attrs["time"] = format_time(at, digits=3)
+    content_type = None
+    for hkey, hvalue in headers or ():
+        if hkey.lower() == "content-type" and hvalue is not None:
+            try:
+                content_type = hvalue.decode("utf-8")
+            except UnicodeDecodeError:
+                content_type = None
+    if content_type is not None and is_media_type(content_type):
+        attrs["datacontenttype"] = content_type
+    if key:
+        try:
+            partitionkey = key.decode("utf-8")
+        except UnicodeDecodeError:
+            partitionkey = ""
+        if partitionkey and is_valid_string(partitionkey):
+            attrs["partitionkey"] = partitionkey
+    return make_event(attrs, value)
+
+
+def to_kafka_binary(ev: CloudEvent) -> tuple[list[tuple[str, bytes]], bytes | None]:
+    """Binary mode: every attribute as a `ce_<name>` header (canonical string, UTF-8), `partitionkey`
+    included; `datacontenttype` as `content-type`. The value is the data (None when there is none)."""
+    headers: list[tuple[str, bytes]] = []
+    for name, value in ev.attributes.items():
+        if name == "datacontenttype":
+            headers.append(("content-type", str(value).encode("utf-8")))
+        else:
+            headers.append(("ce_" + name, canonical_string(value).encode("utf-8")))
+    if ev.json_data and "datacontenttype" not in ev.attributes:
+        headers.append(("content-type", b"application/json"))
+    return headers, ev.data
+
+
+def to_kafka_structured(ev: CloudEvent) -> tuple[list[tuple[str, bytes]], bytes]:
+    """Structured mode: `content-type: application/cloudevents+json; charset=utf-8` and the JSON event."""
+    return [("content-type", CONTENT_TYPE.encode("ascii"))], encode_structured(ev)
+
+
+def kafka_key(ev: CloudEvent) -> bytes | None:
+    """The record key for `ev` (opt-in key mapper): `partitionkey` as UTF-8, or None."""
+    pk = ev.attributes.get("partitionkey")
+    return None if pk is None else canonical_string(pk).encode("utf-8")

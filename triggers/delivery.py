@@ -1,0 +1,239 @@
+"""The delivery pipeline of one trigger: filter, dispatch through the gateway, retry, dead-letter, reply.
+
+`settle()` returns only once the event's fate is decided and recorded, so the caller may then ack or
+commit. A dead-letter or reply sink that is down blocks here (retried forever), it never drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from connectors.gateway import GatewayClient, Response
+from schemas import http_binding
+from schemas.cloudevent import CloudEvent, canonical_string
+from schemas.deadletter import dead_letter_event, undecodable_event
+from schemas.trigger import Trigger
+from triggers.metrics import TriggerMetrics
+from triggers.retry import Backoff, is_retryable
+from triggers.sinks import EventSink, SinkError
+
+log = logging.getLogger("eventbus.delivery")
+
+SINK_RETRY_MAX_DELAY = 5.0
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    FILTERED = "filtered"
+    DEAD_LETTERED = "dead_lettered"
+    DROPPED = "dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The verdict on one dispatch attempt: delivered, retry after `delay`, or failed for good."""
+
+    response: Response
+    final: bool
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.response.ok
+
+
+class Pipeline:
+    """Everything between a decoded CloudEvent and its settled fate, for one trigger."""
+
+    def __init__(
+        self,
+        trigger: Trigger,
+        *,
+        gateway: GatewayClient,
+        metrics: TriggerMetrics,
+        dead_letter: EventSink | None = None,
+        reply: EventSink | None = None,
+    ) -> None:
+        spec = trigger.spec
+        self.trigger = trigger
+        self.trigger_key = trigger.key
+        self.gateway = gateway
+        self.metrics = metrics
+        self.dead_letter_sink = dead_letter
+        self.reply_sink = reply
+        self.delivery = spec.delivery
+        self.backoff = Backoff(spec.delivery.retry)
+        self.max_attempts = max(1, spec.delivery.retry.attempts)
+        self.timeout = spec.delivery.timeout
+        self._filter: tuple[tuple[str, str], ...] = tuple(spec.filter.attributes.items())
+        fn = spec.function
+        if fn.url is not None:
+            self.url = fn.url
+        else:
+            assert fn.name is not None
+            self.url = gateway.function_url(name=fn.name, namespace=fn.namespace or trigger.metadata.namespace)
+        self._encode = http_binding.to_structured if spec.delivery.mode == "structured" else http_binding.to_binary
+
+    # --- the parts ----------------------------------------------------------------------------
+
+    def matches(self, event: CloudEvent) -> bool:
+        """Exact match of every filter attribute (extensions included), compared as canonical strings."""
+        attrs = event.attributes
+        for name, want in self._filter:
+            got = attrs.get(name)
+            if got is None or canonical_string(got) != want:
+                return False
+        return True
+
+    async def attempt(self, event: CloudEvent) -> Attempt:
+        """One POST of the event to the function, judged."""
+        headers, body = self._encode(event)
+        started = time.perf_counter()
+        resp = await self.gateway.post(self.url, headers, body, timeout=self.timeout)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        if resp.ok:
+            return Attempt(resp, True, "")
+        if resp.status == 0:
+            return Attempt(resp, False, resp.error or "no response")
+        reason = f"function answered {resp.status}"
+        snippet = resp.body[:200].decode("utf-8", "replace").strip()
+        if snippet:
+            reason += f": {snippet}"
+        return Attempt(resp, not is_retryable(resp.status), reason)
+
+    # --- the whole path -----------------------------------------------------------------------
+
+    async def settle(self, event: CloudEvent, key: bytes | None = None) -> Outcome:
+        """Filter, then dispatch with retries; dead-letter or drop on failure. Returns once settled."""
+        m = self.metrics
+        m.received.inc()
+        if self._filter and not self.matches(event):
+            m.filtered.inc()
+            return Outcome.FILTERED
+        m.in_flight.inc()
+        try:
+            n = 0
+            while True:
+                n += 1
+                result = await self.attempt(event)
+                if result.ok:
+                    m.delivered.inc()
+                    if self.reply_sink is not None:
+                        await self.publish_reply(event, result.response)
+                    return Outcome.DELIVERED
+                if result.final or n >= self.max_attempts:
+                    why = result.reason if result.final else f"retries exhausted: {result.reason}"
+                    return await self.fail(event, why, result.response.status, n, key)
+                m.retried.inc()
+                await asyncio.sleep(self.backoff.delay(n, result.response.retry_after()))
+        finally:
+            m.in_flight.dec()
+
+    async def fail(
+        self, event: CloudEvent, reason: str, code: int, attempts: int, key: bytes | None = None
+    ) -> Outcome:
+        """Dead-letter the event, or drop it (logged and counted) when the trigger has no sink."""
+        if self.dead_letter_sink is None:
+            self.metrics.dropped.inc()
+            log.error(
+                "dropped event: trigger has no dead-letter sink",
+                extra={"trigger": self.trigger_key, "event_id": event.id, "event_source": event.source,
+                       "reason": reason, "code": code, "attempts": attempts},
+            )
+            return Outcome.DROPPED
+        dead = dead_letter_event(
+            event, reason=reason, code=code, attempts=attempts, trigger=self.trigger_key, at=datetime.now(UTC)
+        )
+        await self._write_until_done(self.dead_letter_sink, dead, "dead-letter", key)
+        self.metrics.dead_lettered.inc()
+        log.warning(
+            "dead-lettered event",
+            extra={"trigger": self.trigger_key, "event_id": event.id, "reason": reason, "code": code,
+                   "attempts": attempts},
+        )
+        return Outcome.DEAD_LETTERED
+
+    async def settle_undecodable(
+        self, *, id: str, source: str, raw: bytes | None, content_type: str | None, reason: str,
+        key: bytes | None = None,
+    ) -> Outcome:
+        """Input that is not a valid CloudEvent goes to the dead-letter sink as its raw bytes with a reason."""
+        self.metrics.received.inc()
+        if self.dead_letter_sink is None:
+            self.metrics.dropped.inc()
+            log.error("dropped undecodable input: trigger has no dead-letter sink",
+                      extra={"trigger": self.trigger_key, "event_id": id, "reason": reason})
+            return Outcome.DROPPED
+        dead = undecodable_event(
+            id=id, source=source, raw=raw, content_type=content_type, reason=reason, trigger=self.trigger_key,
+            at=datetime.now(UTC),
+        )
+        await self._write_until_done(self.dead_letter_sink, dead, "dead-letter", key)
+        self.metrics.dead_lettered.inc()
+        log.warning("dead-lettered undecodable input", extra={"trigger": self.trigger_key, "event_id": id,
+                                                               "reason": reason})
+        return Outcome.DEAD_LETTERED
+
+    async def publish_reply(self, event: CloudEvent, response: Response) -> None:
+        """A 2xx with a body becomes a reply event: kept as-is if it is a CloudEvent, wrapped otherwise."""
+        if not response.body and "ce-specversion" not in response.headers:
+            return
+        reply = reply_event(event, response.headers, response.body, self.url)
+        if reply is None:
+            return
+        await self._write_until_done(self.reply_sink, reply, "reply")  # type: ignore[arg-type]
+        self.metrics.replies.inc()
+
+    async def _write_until_done(
+        self, sink: EventSink, event: CloudEvent, what: str, key: bytes | None = None
+    ) -> None:
+        """Write to a sink, retrying with capped backoff until it succeeds: a sink outage stalls, never drops."""
+        n = 0
+        while True:
+            try:
+                await sink.send(event, key)
+                return
+            except SinkError as exc:
+                n += 1
+                self.metrics.family.sink_errors.labels(self.trigger_key, what).inc()
+                delay = min(SINK_RETRY_MAX_DELAY, 0.1 * (2 ** min(n, 10)))
+                log.error(
+                    f"{what} sink write failed; retrying (nothing is committed past this event)",
+                    extra={"trigger": self.trigger_key, "event_id": event.id, "error": str(exc), "attempt": n,
+                           "retry_in": round(delay, 3)},
+                )
+                await asyncio.sleep(delay)
+
+
+def reply_event(
+    event: CloudEvent, headers: Mapping[str, str], body: bytes, function_url: str
+) -> CloudEvent | None:
+    """The reply for a function's 2xx answer: its own CloudEvent if it sent one, else the body wrapped."""
+    try:
+        own = http_binding.from_http_response(headers, body)
+    except ValueError:
+        own = None
+    if own is not None:
+        return own
+    if not body:
+        return None
+    attrs: dict[str, str | int | bool] = {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": function_url,
+        "type": f"{event.type}.reply",
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+    ctype = headers.get("Content-Type")
+    if ctype:
+        attrs["datacontenttype"] = ctype
+    pk = event.attributes.get("partitionkey")
+    if pk is not None:
+        attrs["partitionkey"] = pk
+    return CloudEvent(attrs, body)

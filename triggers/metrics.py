@@ -1,0 +1,84 @@
+"""Prometheus metrics of the delivery pipeline, one child per trigger resolved once (label lookups are slow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The metric families; a runtime has one (tests may build one on a private registry)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        lbl = ["trigger"]
+        self.received = Counter("eventbus_events_received_total", "Events taken from a source.", lbl,
+                                registry=registry)
+        self.delivered = Counter("eventbus_events_delivered_total", "Events the function accepted (2xx).", lbl,
+                                 registry=registry)
+        self.retried = Counter("eventbus_events_retried_total", "Dispatch retries.", lbl, registry=registry)
+        self.dead_lettered = Counter("eventbus_events_dead_lettered_total", "Events written to the dead-letter sink.",
+                                     lbl, registry=registry)
+        self.filtered = Counter("eventbus_events_filtered_total", "Events settled without dispatch by the filter.",
+                                lbl, registry=registry)
+        self.dropped = Counter("eventbus_events_dropped_total",
+                               "Failed events dropped because the trigger has no dead-letter sink.", lbl,
+                               registry=registry)
+        self.replies = Counter("eventbus_replies_total", "Reply events published.", lbl, registry=registry)
+        self.sink_errors = Counter("eventbus_sink_errors_total", "Failed writes to dead-letter or reply sinks.",
+                                   [*lbl, "sink"], registry=registry)
+        self.latency = Histogram("eventbus_dispatch_duration_seconds", "One dispatch attempt, request to response.",
+                                 lbl, buckets=_LATENCY_BUCKETS, registry=registry)
+        self.in_flight = Gauge("eventbus_events_in_flight", "Events taken but not yet settled.", lbl,
+                               registry=registry)
+        self.committed_offset = Gauge("eventbus_kafka_committed_offset", "Last committed offset.",
+                                      ["trigger", "topic", "partition"], registry=registry)
+        self.log_end_offset = Gauge("eventbus_kafka_log_end_offset", "Log-end offset (high watermark) seen.",
+                                    ["trigger", "topic", "partition"], registry=registry)
+        self.lag = Gauge("eventbus_trigger_lag", "Events waiting: Kafka log-end minus committed, summed.", lbl,
+                         registry=registry)
+
+    def for_trigger(self, trigger: str) -> TriggerMetrics:
+        return TriggerMetrics(
+            trigger=trigger,
+            received=self.received.labels(trigger),
+            delivered=self.delivered.labels(trigger),
+            retried=self.retried.labels(trigger),
+            dead_lettered=self.dead_lettered.labels(trigger),
+            filtered=self.filtered.labels(trigger),
+            dropped=self.dropped.labels(trigger),
+            replies=self.replies.labels(trigger),
+            latency=self.latency.labels(trigger),
+            in_flight=self.in_flight.labels(trigger),
+            lag=self.lag.labels(trigger),
+            family=self,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerMetrics:
+    trigger: str
+    received: Counter
+    delivered: Counter
+    retried: Counter
+    dead_lettered: Counter
+    filtered: Counter
+    dropped: Counter
+    replies: Counter
+    latency: Histogram
+    in_flight: Gauge
+    lag: Gauge
+    family: Metrics
+
+
+_default: Metrics | None = None
+
+
+def default_metrics() -> Metrics:
+    """The process-wide metrics on prometheus_client's default registry (created once)."""
+    global _default
+    if _default is None:
+        _default = Metrics()
+    return _default
