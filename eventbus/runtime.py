@@ -7,12 +7,16 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from nats.aio.client import Client as NatsClient
 
 from connectors.gateway import DEFAULT_URL_TEMPLATE, GatewayClient
 from connectors.kafka import make_producer, resolve_bootstrap
+from connectors.nats_client import connect as nats_connect
+from connectors.nats_client import resolve_servers as resolve_nats_servers
 from eventbus.admin import admin_routes, start_admin
 from schemas.trigger import Trigger
 from triggers.delivery import Pipeline
@@ -25,6 +29,30 @@ log = logging.getLogger("eventbus.runtime")
 
 class UnsupportedSource(RuntimeError):
     """The runtime has no controller for a trigger's source kind (yet)."""
+
+
+class Controller(Protocol):
+    """What the runtime needs of a source controller (Kafka, NATS, cron, HTTP)."""
+
+    trigger: Trigger
+    ready: asyncio.Event
+
+    async def run(self, grace: float) -> None:
+        """Run until `stop()`; then settle in-flight work within `grace` seconds and return."""
+
+    def stop(self) -> None: ...
+
+
+ControllerFactory = Callable[["Runtime", Trigger, Pipeline], Awaitable[Controller]]
+"""Builds the controller of one trigger; registered per source kind in `CONTROLLERS`."""
+
+
+async def _kafka_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) -> Controller:
+    return KafkaTrigger(trigger, pipeline, default_bootstrap=rt.config.kafka, client_id=rt.config.client_id)
+
+
+CONTROLLERS: dict[str, ControllerFactory] = {"kafka": _kafka_controller}
+"""Source kind -> controller factory. Other source modules add themselves in `eventbus.controllers`."""
 
 
 @dataclass
@@ -41,7 +69,7 @@ class RuntimeConfig:
 @dataclass
 class _Running:
     trigger: Trigger
-    controller: KafkaTrigger
+    controller: Controller
     task: asyncio.Task[None]
 
 
@@ -55,6 +83,8 @@ class Runtime:
     def __post_init__(self) -> None:
         self.gateway = GatewayClient(self.config.gateway, url_template=self.config.url_template)
         self._producers: dict[str, AIOKafkaProducer] = {}
+        self._nats: dict[tuple[str, ...], NatsClient] = {}
+        self._nats_lock = asyncio.Lock()
         self._producer_lock = asyncio.Lock()
         self._running: dict[str, _Running] = {}
         self._admin: web.AppRunner | None = None
@@ -74,6 +104,17 @@ class Runtime:
                 self._producers[bootstrap] = producer
             return producer
 
+    async def nats_client(self, servers: list[str] | None = None, **options: Any) -> NatsClient:
+        """A shared NATS connection for `servers` (default: the runtime's `--nats` / embedded server)."""
+        resolved = tuple(resolve_nats_servers(servers or [], self.config.nats))
+        key = (*resolved, *sorted(f"{k}={v}" for k, v in options.items()))
+        async with self._nats_lock:
+            nc = self._nats.get(key)
+            if nc is None or nc.is_closed:
+                nc = await nats_connect(list(resolved), name=f"{self.config.client_id}", **options)
+                self._nats[key] = nc
+            return nc
+
     async def _sink(self, trigger: Trigger, which: str) -> EventSink | None:
         spec = getattr(trigger.spec.delivery, which)
         if spec is None:
@@ -82,7 +123,7 @@ class Runtime:
 
     # --- triggers -----------------------------------------------------------------------------
 
-    async def add(self, trigger: Trigger) -> KafkaTrigger:
+    async def add(self, trigger: Trigger) -> Controller:
         """Start one trigger; its task runs until `remove` or `stop`."""
         if trigger.key in self._running:
             raise ValueError(f"trigger {trigger.key} is already running")
@@ -94,16 +135,16 @@ class Runtime:
             reply=await self._sink(trigger, "reply"),
         )
         kind = trigger.spec.source.kind
-        if kind != "kafka":
+        factory = CONTROLLERS.get(kind)
+        if factory is None:
             raise UnsupportedSource(f"{trigger.key}: spec.source.{kind} is not supported by this runtime yet")
-        controller = KafkaTrigger(trigger, pipeline, default_bootstrap=self.config.kafka,
-                                  client_id=self.config.client_id)
+        controller = await factory(self, trigger, pipeline)
         task = asyncio.create_task(self._supervise(controller), name=f"trigger:{trigger.key}")
         self._running[trigger.key] = _Running(trigger, controller, task)
         log.info("trigger started", extra={"trigger": trigger.key, "source": kind, "url": pipeline.url})
         return controller
 
-    async def _supervise(self, controller: KafkaTrigger) -> None:
+    async def _supervise(self, controller: Controller) -> None:
         """Run a controller; restart it after a crash (unreachable broker etc.) with backoff."""
         delay = 1.0
         while True:
@@ -113,7 +154,7 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if controller._stopping.is_set():
+                if controller.trigger.key not in self._running:
                     return
                 log.error("trigger failed; restarting", extra={"trigger": controller.trigger.key,
                                                                 "error": f"{type(exc).__name__}: {exc}",
@@ -150,6 +191,10 @@ class Runtime:
         for producer in self._producers.values():
             await producer.stop()
         self._producers.clear()
+        for nc in self._nats.values():
+            if not nc.is_closed:
+                await nc.drain()
+        self._nats.clear()
         await self.gateway.close()
         if self._admin is not None:
             await self._admin.cleanup()

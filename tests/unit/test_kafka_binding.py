@@ -1,0 +1,166 @@
+"""Kafka protocol binding (CLOUDEVENTS.md §4; edge cases 1, 2, 11, 13, 17, 18, 20)."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.cloudevent import make_event
+from schemas.errors import InvalidCloudEvent, UnsupportedFormat
+from schemas.http_binding import from_http, to_binary
+from schemas.kafka_binding import from_kafka, kafka_key, to_kafka_binary, to_kafka_structured, wrap_kafka_record
+
+CE = [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"/s"), ("ce_type", b"com.example.x")]
+BASE = {"specversion": "1.0", "id": "1", "source": "/s", "type": "com.example.x"}
+STRUCT = b'{"specversion":"1.0","id":"1","source":"/s","type":"com.example.x","data":{"a":1}}'
+
+
+def test_binary_receive() -> None:
+    headers = [*CE, ("content-type", b"application/json"), ("ce_partitionkey", b"pk"), ("traceparent", b"00-x")]
+    ev = from_kafka(headers, b'{"a":1}')
+    assert ev is not None
+    assert dict(ev.attributes) == {**BASE, "datacontenttype": "application/json", "partitionkey": "pk"}
+    assert ev.data == b'{"a":1}'
+
+
+def test_binary_values_not_percent_decoded() -> None:
+    ev = from_kafka([*CE, ("ce_subject", "Euro € 😀 %41".encode())], None)
+    assert ev is not None and ev.attributes["subject"] == "Euro € 😀 %41"
+
+
+def test_raw_record_is_none() -> None:
+    assert from_kafka([], b"hello") is None
+    assert from_kafka([("content-type", b"application/json")], b"{}") is None
+    assert from_kafka([("ce_id", b"1"), ("ce_type", b"t")], b"x") is None  # no ce_specversion: not a CE
+
+
+def test_missing_id_rejected() -> None:  # edge case 2
+    with pytest.raises(InvalidCloudEvent) as info:
+        from_kafka([h for h in CE if h[0] != "ce_id"], b"")
+    assert info.value.field == "id"
+
+
+def test_invalid_utf8_header_rejected() -> None:
+    with pytest.raises(InvalidCloudEvent) as info:
+        from_kafka([*CE, ("ce_subject", b"\xc0\xa0")], b"")
+    assert info.value.field == "ce_subject"
+    assert info.value.location == "header"
+
+
+def test_duplicate_header_rejected() -> None:
+    with pytest.raises(InvalidCloudEvent, match="more than once"):
+        from_kafka([*CE, ("ce_id", b"2")], b"")
+
+
+def test_ce_datacontenttype_must_agree_with_content_type() -> None:
+    ev = from_kafka([*CE, ("ce_datacontenttype", b"text/plain")], b"x")
+    assert ev is not None and ev.attributes["datacontenttype"] == "text/plain"
+    with pytest.raises(InvalidCloudEvent):
+        from_kafka([*CE, ("ce_datacontenttype", b"text/plain"), ("content-type", b"application/json")], b"x")
+
+
+def test_null_and_empty_value() -> None:  # edge case 11
+    ev = from_kafka(CE, None)
+    assert ev is not None and ev.data is None
+    ev = from_kafka(CE, b"")
+    assert ev is not None and ev.data == b""
+
+
+def test_structured_receive_case_insensitive_with_ce_headers() -> None:  # edge case 13
+    headers = [("content-type", b"Application/CloudEvents+JSON; charset=utf-8"), ("ce_id", b"ignored")]
+    ev = from_kafka(headers, STRUCT)
+    assert ev is not None and ev.id == "1" and ev.data == b'{"a":1}' and ev.json_data
+
+
+def test_structured_unknown_format_and_batch() -> None:  # edge case 18
+    with pytest.raises(UnsupportedFormat):
+        from_kafka([("content-type", b"application/cloudevents+avro")], b"\x00")
+    with pytest.raises(UnsupportedFormat, match="no batch mode"):
+        from_kafka([("content-type", b"application/cloudevents-batch+json")], b"[]")
+    with pytest.raises(InvalidCloudEvent):
+        from_kafka([("content-type", b"application/cloudevents+json")], None)
+
+
+def test_receive_never_touches_partitionkey() -> None:  # edge case 17
+    ev = from_kafka([*CE, ("ce_partitionkey", b"pk")], b"")
+    assert ev is not None and ev.attributes["partitionkey"] == "pk"
+    ev = from_kafka(CE, b"")
+    assert ev is not None and "partitionkey" not in ev.attributes  # nothing invented (edge case 20)
+
+
+def test_to_kafka_binary_keeps_partitionkey_and_content_type() -> None:  # edge case 17
+    ev = make_event({**BASE, "partitionkey": "pk", "datacontenttype": "text/plain", "n": 3, "b": False,
+                     "subject": "Euro € 😀"}, b"x")  # fmt: skip
+    headers, value = to_kafka_binary(ev)
+    assert headers == [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"/s"),
+                       ("ce_type", b"com.example.x"), ("ce_partitionkey", b"pk"), ("content-type", b"text/plain"),
+                       ("ce_n", b"3"), ("ce_b", b"false"), ("ce_subject", "Euro € 😀".encode())]  # fmt: skip
+    assert value == b"x"
+    assert kafka_key(ev) == b"pk"
+    assert from_kafka(headers, value) == make_event({**ev.attributes, "n": "3", "b": "false"}, b"x")
+
+
+def test_to_kafka_binary_no_data_is_null_value() -> None:
+    headers, value = to_kafka_binary(make_event(BASE))
+    assert value is None
+    assert kafka_key(make_event(BASE)) is None
+
+
+def test_to_kafka_structured() -> None:
+    ev = make_event({**BASE, "partitionkey": "pk"}, b"x")
+    headers, value = to_kafka_structured(ev)
+    assert headers == [("content-type", b"application/cloudevents+json; charset=utf-8")]
+    assert from_kafka(headers, value) == ev
+
+
+def test_http_binary_to_kafka_and_back_transcodes_percent_encoding() -> None:
+    http_headers = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t",
+                    "ce-subject": "Euro%20%E2%82%AC%20%F0%9F%98%80"}  # fmt: skip
+    [ev] = from_http(http_headers, b"")
+    kheaders, _ = to_kafka_binary(ev)
+    assert ("ce_subject", "Euro € 😀".encode()) in kheaders
+    back = from_kafka(kheaders, None)
+    assert back is not None
+    assert to_binary(back)[0]["ce-subject"] == "Euro%20%E2%82%AC%20%F0%9F%98%80"
+
+
+def test_json_data_without_content_type_sets_application_json() -> None:
+    ev = from_kafka([("content-type", b"application/cloudevents+json")], STRUCT)
+    assert ev is not None
+    headers, value = to_kafka_binary(ev)
+    assert ("content-type", b"application/json") in headers
+    assert value == b'{"a":1}'
+
+
+# --- raw records ---------------------------------------------------------------------------------------------
+
+
+def test_wrap_kafka_record() -> None:
+    ev = wrap_kafka_record(
+        topic="orders", partition=3, offset=42, timestamp_ms=1712345678901, key=b"cust-1",
+        headers=[("content-type", b"application/json"), ("x", b"y")], value=b'{"a":1}',
+        event_type="com.example.order", event_source="kafka://c1/orders",
+    )  # fmt: skip
+    assert dict(ev.attributes) == {
+        "specversion": "1.0", "id": "orders/3/42", "source": "kafka://c1/orders", "type": "com.example.order",
+        "time": "2024-04-05T19:34:38.901Z", "datacontenttype": "application/json", "partitionkey": "cust-1",
+    }  # fmt: skip
+    assert ev.data == b'{"a":1}'
+    assert kafka_key(ev) == b"cust-1"
+
+
+def test_wrap_kafka_record_minimal() -> None:
+    ev = wrap_kafka_record(topic="t", partition=0, offset=0, timestamp_ms=None, key=b"\xff\xfe", headers=[],
+                           value=None, event_type="x", event_source="kafka://c/t")  # fmt: skip
+    assert dict(ev.attributes) == {"specversion": "1.0", "id": "t/0/0", "source": "kafka://c/t", "type": "x"}
+    assert ev.data is None
+    ev = wrap_kafka_record(topic="t", partition=0, offset=1, timestamp_ms=0, key=b"", headers=[("content-type", b"xyz")],
+                           value=b"", event_type="x", event_source="s")  # fmt: skip
+    assert dict(ev.attributes) == {"specversion": "1.0", "id": "t/0/1", "source": "s", "type": "x",
+                                   "time": "1970-01-01T00:00:00.000Z"}  # fmt: skip
+    assert ev.data == b""
+
+
+def test_wrap_kafka_record_invalid_type_raises() -> None:
+    with pytest.raises(InvalidCloudEvent):
+        wrap_kafka_record(topic="t", partition=0, offset=0, timestamp_ms=None, key=None, headers=[], value=b"",
+                          event_type="", event_source="s")  # fmt: skip
