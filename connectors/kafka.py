@@ -40,7 +40,7 @@ def resolve_bootstrap(servers: list[str], default: str | None) -> str:
 
 def _ssl_context(tls: Tls) -> ssl.SSLContext:
     try:
-        ctx = create_ssl_context(cafile=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
+        ctx: ssl.SSLContext = create_ssl_context(cafile=tls.ca_file, certfile=tls.cert_file, keyfile=tls.key_file)
     except (OSError, ssl.SSLError) as exc:
         raise KafkaConfigError(f"tls: cannot load certificates: {exc}") from exc
     if tls.insecure_skip_verify:

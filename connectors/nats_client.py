@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from typing import Any
 
 import nats
 from nats.aio.client import Client
+
+from schemas.trigger import NatsSource, SecretRef, Tls
 
 log = logging.getLogger("eventbus.nats")
 
@@ -52,3 +55,41 @@ async def connect(servers: list[str], *, name: str = "eventbus", **options: Any)
         error_cb=on_error,
         **options,
     )
+
+
+def _nats_ssl_context(tls: Tls) -> ssl.SSLContext:
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file is not None:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise NatsConfigError(f"tls: cannot load certificates: {exc}") from exc
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _secret(ref: SecretRef, field: str) -> str:
+    value = os.environ.get(ref.env)
+    if value is None:
+        raise NatsConfigError(f"{field}.env: environment variable {ref.env} is not set")
+    return value
+
+
+def connect_options(source: NatsSource) -> dict[str, Any]:
+    """nats-py `connect()` keyword arguments for a source's auth and TLS; secrets are read from the env here."""
+    out: dict[str, Any] = {}
+    if source.creds_file is not None:
+        if not os.path.isfile(source.creds_file):
+            raise NatsConfigError(f"credsFile: {source.creds_file} is not a readable file")
+        out["user_credentials"] = source.creds_file
+    if source.token_from is not None:
+        out["token"] = _secret(source.token_from, "tokenFrom")
+    if source.user is not None:
+        out["user"] = source.user
+        if source.password_from is not None:
+            out["password"] = _secret(source.password_from, "passwordFrom")
+    if source.tls is not None:
+        out["tls"] = _nats_ssl_context(source.tls)
+    return out

@@ -1,4 +1,5 @@
-"""Producing events: build a CloudEvent at the API edge and write it to a Kafka topic.
+"""Producing events: build a CloudEvent at the API edge and write it to a Kafka topic, a NATS subject
+(JetStream with ack when a stream covers it), or an eventbus HTTP ingress (`POST <url>/topics/<topic>`).
 
 Events are built with the `cloudevents` SDK (it fills `id`, `time` and `specversion`, as a producer
 should), then carried by our own strict bindings.
@@ -73,18 +74,29 @@ async def publish(
     source: str,
     data: Any = None,
     kafka: str | None = None,
-    topic: str,
+    topic: str | None = None,
     id: str | None = None,
     key: str | bytes | None = None,
     subject: str | None = None,
     datacontenttype: str | None = None,
     extensions: Mapping[str, AttributeValue] | None = None,
     mode: Literal["binary", "structured"] = "binary",
+    nats: str | None = None,
+    http: str | None = None,
+    ce_subject: str | None = None,
 ) -> CloudEvent:
-    """Publish one CloudEvent to a Kafka topic and wait for the broker's ack; returns the event sent."""
-    event = build_event(type=type, source=source, data=data, id=id, subject=subject,
+    """Publish one CloudEvent and wait until the bus has it; returns the event sent.
+
+    Where to: `http=URL, topic=T` posts to an eventbus ingress (`URL/topics/T`); `nats=URL, subject=S`
+    publishes to a NATS subject (with `nats=`, `subject` names the NATS subject and `ce_subject` sets the
+    event's `subject` attribute); otherwise `kafka=` (default EVENTBUS_KAFKA_BOOTSTRAP) and `topic=`.
+    Without `nats=`, `subject` is the event's `subject` attribute, as before."""
+    attr_subject = ce_subject if nats is not None else (ce_subject or subject)
+    event = build_event(type=type, source=source, data=data, id=id, subject=attr_subject,
                         datacontenttype=datacontenttype, extensions=extensions)
-    await publish_event(event, kafka=kafka, topic=topic, key=key, mode=mode)
+    nats_subject = (subject or topic) if nats is not None else None
+    await publish_event(event, kafka=kafka, topic=topic, key=key, mode=mode, nats=nats, subject=nats_subject,
+                        http=http)
     return event
 
 
@@ -92,10 +104,24 @@ async def publish_event(
     event: CloudEvent,
     *,
     kafka: str | None = None,
-    topic: str,
+    topic: str | None = None,
     key: str | bytes | None = None,
     mode: Literal["binary", "structured"] = "binary",
+    nats: str | None = None,
+    subject: str | None = None,
+    http: str | None = None,
 ) -> None:
+    """Write a built event to Kafka (`kafka`/`topic`), NATS (`nats`/`subject`) or an ingress (`http`/`topic`)."""
+    if nats is not None:
+        if not subject:
+            raise PublishError("publishing to NATS needs a subject")
+        await _publish_nats(event, nats, subject, mode)
+        return
+    if not topic:
+        raise PublishError("publishing to Kafka or an HTTP ingress needs a topic")
+    if http is not None:
+        await _publish_http(event, http, topic, mode)
+        return
     bootstrap = resolve_bootstrap([], kafka)
     producer = make_producer(bootstrap=bootstrap)
     try:
@@ -110,3 +136,34 @@ async def publish_event(
         raise PublishError(str(exc)) from exc
     finally:
         await producer.stop()
+
+
+async def _publish_nats(event: CloudEvent, servers: str, subject: str,
+                        mode: Literal["binary", "structured"]) -> None:
+    from connectors.nats_client import NatsConfigError
+    from connectors.nats_publish import NatsWriteError, publish_event_nats
+
+    try:
+        await publish_event_nats(event, servers=servers, subject=subject, mode=mode)
+    except (NatsConfigError, NatsWriteError) as exc:
+        raise PublishError(str(exc)) from exc
+
+
+async def _publish_http(event: CloudEvent, url: str, topic: str, mode: Literal["binary", "structured"],
+                        timeout: float = 30.0) -> None:
+    """POST to the ingress; its 202 comes only after the broker's ack."""
+    import aiohttp
+
+    from schemas.http_binding import to_binary, to_structured
+
+    headers, body = to_structured(event) if mode == "structured" else to_binary(event)
+    target = f"{url.rstrip('/')}/topics/{topic}"
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+            target, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            text = (await resp.read()).decode("utf-8", "replace")
+            if resp.status != 202:
+                raise PublishError(f"POST {target}: {resp.status} {text.strip()}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise PublishError(f"POST {target}: {type(exc).__name__}: {exc}") from exc

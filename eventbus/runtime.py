@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from nats.aio.client import Client as NatsClient
 
 from connectors.gateway import DEFAULT_URL_TEMPLATE, GatewayClient
+from connectors.http_ingress import HttpIngress
 from connectors.kafka import make_producer, resolve_bootstrap
 from connectors.nats_client import connect as nats_connect
 from connectors.nats_client import resolve_servers as resolve_nats_servers
@@ -51,8 +52,38 @@ async def _kafka_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) -
     return KafkaTrigger(trigger, pipeline, default_bootstrap=rt.config.kafka, client_id=rt.config.client_id)
 
 
-CONTROLLERS: dict[str, ControllerFactory] = {"kafka": _kafka_controller}
+async def _nats_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) -> Controller:
+    from connectors.nats_client import connect_options
+    from triggers.nats_trigger import NatsTrigger
+
+    src = trigger.spec.source.nats
+    assert src is not None
+    options = connect_options(src)  # built once: a missing secret fails here, naming the field
+
+    async def connect() -> NatsClient:
+        return await rt.nats_client(src.servers, **options)
+
+    return NatsTrigger(trigger, pipeline, connect=connect)
+
+
+async def _cron_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) -> Controller:
+    from eventbus.cron_cli import cron_controller
+
+    return await cron_controller(rt, trigger, pipeline)
+
+
+CONTROLLERS: dict[str, ControllerFactory] = {"kafka": _kafka_controller, "nats": _nats_controller,
+                                             "cron": _cron_controller}
 """Source kind -> controller factory. Other source modules add themselves in `eventbus.controllers`."""
+
+
+async def _http_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) -> Controller:
+    from eventbus.ingress import http_controller
+
+    return await http_controller(rt, trigger, pipeline)
+
+
+CONTROLLERS["http"] = _http_controller
 
 
 @dataclass
@@ -62,6 +93,9 @@ class RuntimeConfig:
     kafka: str | None = None
     nats: str | None = None
     metrics_port: int | None = None
+    http_port: int | None = None  # the HTTP ingress; None = start it on 8080 with the first HTTP trigger
+    max_body: int = 1 << 20  # ingress request body limit (413 above; must be >= 64 KiB)
+    http_max_in_flight: int = 1024  # ingress requests in flight before 429
     grace: float = 30.0
     client_id: str = "eventbus"
 
@@ -90,6 +124,7 @@ class Runtime:
         self._admin: web.AppRunner | None = None
         self._stopped = asyncio.Event()
         self.extra_routes: list[web.RouteDef] = []
+        self.ingress: HttpIngress | None = None  # see eventbus.ingress
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
 
     # --- shared clients -----------------------------------------------------------------------
@@ -100,7 +135,11 @@ class Runtime:
             producer = self._producers.get(bootstrap)
             if producer is None:
                 producer = make_producer(bootstrap=bootstrap)
-                await producer.start()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()  # else the failed producer leaks its client and tasks
+                    raise
                 self._producers[bootstrap] = producer
             return producer
 
@@ -119,7 +158,16 @@ class Runtime:
         spec = getattr(trigger.spec.delivery, which)
         if spec is None:
             return None
-        return await build_sink(spec, gateway=self.gateway, kafka_producer=self.kafka_producer)
+
+        async def nats_sink(subject: str, servers: list[str]) -> EventSink:
+            from connectors.nats_publish import NatsSubjectWriter, dedupe_id
+            from triggers.sinks import NatsSink
+
+            nc = await self.nats_client(servers)
+            return NatsSink(NatsSubjectWriter(nc, subject, msg_id=dedupe_id(f"{trigger.key}:{which}")))
+
+        return await build_sink(spec, gateway=self.gateway, kafka_producer=self.kafka_producer,
+                                nats_sink=nats_sink)
 
     # --- triggers -----------------------------------------------------------------------------
 
@@ -180,6 +228,10 @@ class Runtime:
         if self.config.metrics_port is not None:
             self._admin = await start_admin(self.config.metrics_port, [*admin_routes(self.ready),
                                                                        *self.extra_routes])
+        if self.config.http_port is not None:
+            from eventbus.ingress import ensure_ingress
+
+            await ensure_ingress(self)
         for t in triggers:
             await self.add(t)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 class SchemaError(ValueError):
@@ -34,6 +35,9 @@ class InvalidCloudEvent(SchemaError):
         where = f"{location} {field!r}: " if field is not None else ""
         super().__init__(f"{prefix}: {where}{reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_invalid, (self.reason, self.field, self.location, self.member))
+
     def in_member(self, member: int) -> InvalidCloudEvent:
         """The same error, attributed to a member of a batch."""
         return InvalidCloudEvent(self.reason, self.field, location=self.location, member=member)
@@ -44,7 +48,15 @@ class UnsupportedFormat(SchemaError):
 
     def __init__(self, content_type: str, reason: str | None = None) -> None:
         self.content_type = content_type
+        self.reason = reason
         super().__init__(reason or f"unsupported CloudEvents format {content_type!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (UnsupportedFormat, (self.content_type, self.reason))
+
+
+def _rebuild_invalid(reason: str, field: str | None, location: str, member: int | None) -> InvalidCloudEvent:
+    return InvalidCloudEvent(reason, field, location=location, member=member)
 
 
 @dataclass(frozen=True, slots=True)

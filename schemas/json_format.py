@@ -32,7 +32,23 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _Object(dict[str, Any]):
+    """A decoded JSON object that remembers whether its text repeated a member name."""
+
+    __slots__ = ("repeated",)
+    repeated: bool
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    obj = _Object(pairs)
+    obj.repeated = len(obj) != len(pairs)
+    return obj
+
+
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# Fast path for single events: the C parser, with repeated member names detected by the hook.
+_FAST_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_object_pairs)
+_MAX_DATA_PROBES = 8
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _WS = re.compile(r"[ \t\n\r]+")
 
@@ -118,10 +134,12 @@ def _build(s: str, members: dict[str, Any], data_span: tuple[int, int] | None) -
             data = base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidCloudEvent(f"'data_base64' is not valid base64 ({exc})") from exc
-    elif data_span is not None:
+    elif "data" in members:
         ct = attrs.get("datacontenttype")
         assert ct is None or isinstance(ct, str)
         if is_json_content_type(ct):
+            if data_span is None:
+                data_span = _find_data_span(s, members["data"])
             data = s[data_span[0] : data_span[1]].encode("utf-8")
             json_data = True
         else:
@@ -136,9 +154,44 @@ def _build(s: str, members: dict[str, Any], data_span: tuple[int, int] | None) -
     return CloudEvent(attrs, data, json_data)
 
 
+def _find_data_span(s: str, value: Any) -> tuple[int, int]:
+    """Where the text of the top-level `data` member (whose parsed value is `value`) is in `s`.
+
+    Probes occurrences of `"data":` from the end (the member is usually last) and accepts the first whose
+    value parses equal to `value`. Only the top-level member can: the token cannot occur inside a string,
+    a nested member cannot equal the value containing it, and other top-level names are validated. When
+    the probes fail (escaped member name, many nested `data` members) the object is scanned in full.
+    """
+    end = len(s)
+    for _ in range(_MAX_DATA_PROBES):
+        i = s.rfind('"data"', 0, end)
+        if i < 0:
+            break
+        j = _ws(s, i + 6)
+        if s.startswith(":", j):
+            k = _ws(s, j + 1)
+            try:
+                found, e = _DECODER.raw_decode(s, k)
+            except (ValueError, RecursionError):
+                pass
+            else:
+                if found == value and (type(found) is type(value) or isinstance(value, dict)):
+                    return k, e
+        end = i
+    _, span, _ = _scan_object(s, _ws(s, 0))
+    assert span is not None
+    return span
+
+
 def decode_structured(body: bytes) -> CloudEvent:
     """Decode one JSON-format CloudEvent. Raises InvalidCloudEvent."""
     s = _text(body)
+    try:
+        obj = _FAST_DECODER.decode(s)
+    except (ValueError, RecursionError):
+        obj = None  # the scanner below reports the error precisely
+    if isinstance(obj, _Object) and not obj.repeated:
+        return _build(s, obj, None)
     idx = _ws(s, 0)
     if not s.startswith("{", idx):
         raise InvalidCloudEvent("a structured CloudEvent must be a JSON object")

@@ -117,6 +117,10 @@ class CronSource(Model):
     starting_deadline: Duration | None = None
     catch_up: CatchUp | None = None
     suspend: bool = False
+    lease_duration: Annotated[Duration, Field(gt=0)] = Field(
+        default=10.0,
+        description="How long a replica's scheduler lease lasts; a new leader takes over within it.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CronSource:

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from connectors.kafka import make_consumer, resolve_bootstrap, security_settings
-from schemas.errors import InvalidCloudEvent
+from schemas.errors import SchemaError
 from schemas.kafka_binding import from_kafka, wrap_kafka_record
 from schemas.trigger import KafkaSource, Trigger
 from triggers.delivery import Pipeline
@@ -163,7 +163,7 @@ class KafkaTrigger:
         source = self._source_override or f"kafka://{tp.topic}"
         try:
             event = from_kafka(headers, record.value)
-        except InvalidCloudEvent as exc:
+        except SchemaError as exc:
             ctype = next((v.decode("utf-8", "replace") for k, v in headers if k.lower() == "content-type"), None)
             await self.pipeline.settle_undecodable(
                 id=f"{tp.topic}/{tp.partition}/{record.offset}", source=source, raw=record.value,

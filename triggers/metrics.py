@@ -14,6 +14,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         lbl = ["trigger"]
+        self.registry = registry
         self.received = Counter("eventbus_events_received_total", "Events taken from a source.", lbl,
                                 registry=registry)
         self.delivered = Counter("eventbus_events_delivered_total", "Events the function accepted (2xx).", lbl,

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 from connectors.gateway import GatewayClient
 from connectors.kafka import KafkaTopicWriter, KafkaWriteError
+from connectors.nats_publish import NatsSubjectWriter, NatsWriteError
 from schemas import http_binding
 from schemas.cloudevent import CloudEvent
 from schemas.trigger import Sink
@@ -35,6 +36,20 @@ class KafkaSink:
         try:
             await self.writer.send(event, key)
         except KafkaWriteError as exc:
+            raise SinkError(str(exc)) from exc
+
+
+class NatsSink:
+    """A NATS subject as a sink: JetStream (waits for the PubAck) when a stream covers it, else core NATS."""
+
+    def __init__(self, writer: NatsSubjectWriter) -> None:
+        self.writer = writer
+        self.name = writer.name
+
+    async def send(self, event: CloudEvent, key: bytes | None = None) -> None:
+        try:
+            await self.writer.send(event, key)
+        except NatsWriteError as exc:
             raise SinkError(str(exc)) from exc
 
 

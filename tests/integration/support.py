@@ -223,7 +223,7 @@ class RuntimeProcess:
 
     def start(self) -> RuntimeProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self._log = open(self.log_file, "ab")  # noqa: SIM115
+        self._log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         return self
 

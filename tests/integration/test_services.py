@@ -13,9 +13,7 @@ from nats.js.api import ConsumerConfig
 from tests.conftest import KafkaAdmin
 
 
-async def test_kafka_produce_and_consume(
-    kafka_bootstrap: str, kafka_admin: KafkaAdmin, unique_name: str
-) -> None:
+async def test_kafka_produce_and_consume(kafka_bootstrap: str, kafka_admin: KafkaAdmin, unique_name: str) -> None:
     topic = await kafka_admin.create_topic(unique_name, partitions=3)
     described = await kafka_admin.client.describe_topics([topic])
     assert len(described[0]["partitions"]) == 3
@@ -23,9 +21,7 @@ async def test_kafka_produce_and_consume(
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        meta = await producer.send_and_wait(
-            topic, b"hello", key=b"k1", partition=2, headers=[("ce-id", b"1")]
-        )
+        meta = await producer.send_and_wait(topic, b"hello", key=b"k1", partition=2, headers=[("ce-id", b"1")])
     finally:
         await producer.stop()
     assert (meta.partition, meta.offset) == (2, 0)

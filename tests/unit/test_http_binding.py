@@ -24,7 +24,7 @@ EURO = "Euro € 😀"
 EURO_ENC = "Euro%20%E2%82%AC%20%F0%9F%98%80"
 
 
-# --- header values -------------------------------------------------------------------------------------------
+# --- header values ---------------------------------------------------------------------------------
 
 
 def test_percent_encoding_euro_example() -> None:  # edge case 4, HTTP L272-280
@@ -34,9 +34,18 @@ def test_percent_encoding_euro_example() -> None:  # edge case 4, HTTP L272-280
 
 @pytest.mark.parametrize(
     ("raw", "encoded"),
-    [("plain", "plain"), ("a b", "a%20b"), ('say "hi"', "say%20%22hi%22"), ("100%", "100%25"),
-     ("tab\t", "tab%09"), ("~!#$&'()*+,/:;=?@[]", "~!#$&'()*+,/:;=?@[]"), ("\x7f", "%7F"), ("é", "%C3%A9"), ("", "")],
-)  # fmt: skip
+    [
+        ("plain", "plain"),
+        ("a b", "a%20b"),
+        ('say "hi"', "say%20%22hi%22"),
+        ("100%", "100%25"),
+        ("tab\t", "tab%09"),
+        ("~!#$&'()*+,/:;=?@[]", "~!#$&'()*+,/:;=?@[]"),
+        ("\x7f", "%7F"),
+        ("é", "%C3%A9"),
+        ("", ""),
+    ],
+)
 def test_encode_header_value(raw: str, encoded: str) -> None:
     assert encode_header_value(raw) == encoded
     assert decode_header_value(encoded, "ce-x") == raw
@@ -44,15 +53,17 @@ def test_encode_header_value(raw: str, encoded: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "decoded"),
-    [("euro%e2%82%ac", "euro€"),  # lowercase hex accepted
-     ("%41%42C", "ABC"),  # needless escapes accepted
-     ("%2541", "%41"),  # exactly one round
-     ('"a b"', "a b"),  # RFC 7230 quoted-string (edge case 6)
-     ('"a \\"q\\" \\\\"', 'a "q" \\'),
-     ('"%2541"', "%41"),  # unquote first, then one percent round
-     ('""', ""),
-     ("raw€", "raw€")],  # unencoded UTF-8 from lax senders is accepted
-)  # fmt: skip
+    [
+        ("euro%e2%82%ac", "euro€"),  # lowercase hex accepted
+        ("%41%42C", "ABC"),  # needless escapes accepted
+        ("%2541", "%41"),  # exactly one round
+        ('"a b"', "a b"),  # RFC 7230 quoted-string (edge case 6)
+        ('"a \\"q\\" \\\\"', 'a "q" \\'),
+        ('"%2541"', "%41"),  # unquote first, then one percent round
+        ('""', ""),
+        ("raw€", "raw€"),
+    ],  # unencoded UTF-8 from lax senders is accepted
+)
 def test_decode_header_value(value: str, decoded: str) -> None:
     assert decode_header_value(value, "ce-subject") == decoded
 
@@ -79,16 +90,22 @@ def test_decode_header_fast_path_returns_same_object() -> None:
     assert encode_header_value(value) is value
 
 
-# --- mode detection ------------------------------------------------------------------------------------------
+# --- mode detection --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("ct", "mode"),
-    [(None, "binary"), ("application/json", "binary"), ("application/cloudevents+json", "structured"),
-     ("Application/CloudEvents+JSON; charset=UTF-8", "structured"), ("application/cloudevents+avro", "structured"),
-     ("application/cloudevents-batch+json", "batch"), ("APPLICATION/CLOUDEVENTS-BATCH+JSON", "batch"),
-     ("text/plain", "binary")],
-)  # fmt: skip
+    [
+        (None, "binary"),
+        ("application/json", "binary"),
+        ("application/cloudevents+json", "structured"),
+        ("Application/CloudEvents+JSON; charset=UTF-8", "structured"),
+        ("application/cloudevents+avro", "structured"),
+        ("application/cloudevents-batch+json", "batch"),
+        ("APPLICATION/CLOUDEVENTS-BATCH+JSON", "batch"),
+        ("text/plain", "binary"),
+    ],
+)
 def test_detect_mode(ct: str | None, mode: str) -> None:
     assert detect_mode(ct) == mode
 
@@ -99,12 +116,19 @@ def test_is_binary_cloudevent_any_casing() -> None:
     assert not is_binary_cloudevent({"Content-Type": "text/plain", "ce-id": "1"})
 
 
-# --- binary receive ------------------------------------------------------------------------------------------
+# --- binary receive --------------------------------------------------------------------------------
 
 
 def test_binary_receive_with_any_header_casing() -> None:
-    headers = {"CE-SpecVersion": "1.0", "Ce-Id": "1", "ce-SOURCE": "/s", "CE-TYPE": "com.example.x",
-               "CE-MyExt": "v", "Content-Type": "application/json; charset=utf-8", "User-Agent": "x"}  # fmt: skip
+    headers = {
+        "CE-SpecVersion": "1.0",
+        "Ce-Id": "1",
+        "ce-SOURCE": "/s",
+        "CE-TYPE": "com.example.x",
+        "CE-MyExt": "v",
+        "Content-Type": "application/json; charset=utf-8",
+        "User-Agent": "x",
+    }
     [ev] = from_http(headers, b'{"a":1}')
     assert dict(ev.attributes) == {**BASE, "myext": "v", "datacontenttype": "application/json; charset=utf-8"}
     assert ev.data == b'{"a":1}'
@@ -226,17 +250,29 @@ class FakeCIMultiDict:
 
 
 def test_multidict_headers_and_repeated_header() -> None:
-    md = FakeCIMultiDict([("Ce-Specversion", "1.0"), ("Ce-Id", "1"), ("Ce-Source", "/s"), ("Ce-Type", "t"),
-                          ("Content-Type", "text/plain")])  # fmt: skip
+    md = FakeCIMultiDict(
+        [
+            ("Ce-Specversion", "1.0"),
+            ("Ce-Id", "1"),
+            ("Ce-Source", "/s"),
+            ("Ce-Type", "t"),
+            ("Content-Type", "text/plain"),
+        ]
+    )
     [ev] = from_http(md, b"hi")  # type: ignore[arg-type]
-    assert dict(ev.attributes) == {"specversion": "1.0", "id": "1", "source": "/s", "type": "t",
-                                   "datacontenttype": "text/plain"}  # fmt: skip
+    assert dict(ev.attributes) == {
+        "specversion": "1.0",
+        "id": "1",
+        "source": "/s",
+        "type": "t",
+        "datacontenttype": "text/plain",
+    }
     repeated = FakeCIMultiDict([*md.items(), ("ce-id", "2")])
     with pytest.raises(InvalidCloudEvent, match="more than once"):
         from_http(repeated, b"hi")  # type: ignore[arg-type]
 
 
-# --- structured / batch receive ------------------------------------------------------------------------------
+# --- structured / batch receive --------------------------------------------------------------------
 
 STRUCT = b'{"specversion":"1.0","id":"1","source":"/s","type":"com.example.x","data":"I\'m just a string"}'
 
@@ -273,15 +309,24 @@ def test_batch_receive() -> None:  # edge case 16
     assert [e.id for e in evs] == ["1", "2"]
 
 
-# --- send ----------------------------------------------------------------------------------------------------
+# --- send ------------------------------------------------------------------------------------------
 
 
 def test_to_binary_headers() -> None:  # edge cases 4, 14
-    ev = make_event({**BASE, "subject": EURO, "extbool": True, "extint": -7, "datacontenttype": "text/plain"}, b"x")
+    ev = make_event(
+        {**BASE, "subject": EURO, "extbool": True, "extint": -7, "datacontenttype": "text/plain"}, b"x"
+    )
     headers, body = to_binary(ev)
-    assert headers == {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "com.example.x",
-                       "ce-subject": EURO_ENC, "ce-extbool": "true", "ce-extint": "-7",
-                       "Content-Type": "text/plain"}  # fmt: skip
+    assert headers == {
+        "ce-specversion": "1.0",
+        "ce-id": "1",
+        "ce-source": "/s",
+        "ce-type": "com.example.x",
+        "ce-subject": EURO_ENC,
+        "ce-extbool": "true",
+        "ce-extint": "-7",
+        "Content-Type": "text/plain",
+    }
     assert body == b"x"
     assert "ce-datacontenttype" not in headers
 
@@ -319,16 +364,23 @@ def test_data_base64_json_to_binary_body() -> None:  # edge case 8
 
 
 def test_round_trip_binary_structured_binary_euro() -> None:
-    headers = {**CE, "ce-subject": EURO_ENC, "ce-traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-               "Content-Type": "text/plain; charset=utf-8"}  # fmt: skip
+    headers = {
+        **CE,
+        "ce-subject": EURO_ENC,
+        "ce-traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "Content-Type": "text/plain; charset=utf-8",
+    }
     [ev] = from_http(headers, EURO.encode())
     s_headers, s_body = to_structured(ev)
     assert s_headers == {"Content-Type": "application/cloudevents+json; charset=utf-8"}
-    assert s_body == (
-        '{"specversion":"1.0","id":"1","source":"/s","type":"com.example.x","subject":"Euro € 😀",'
-        '"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",'
-        '"datacontenttype":"text/plain; charset=utf-8","data":"Euro € 😀"}'
-    ).encode()
+    assert (
+        s_body
+        == (
+            '{"specversion":"1.0","id":"1","source":"/s","type":"com.example.x","subject":"Euro € 😀",'
+            '"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",'
+            '"datacontenttype":"text/plain; charset=utf-8","data":"Euro € 😀"}'
+        ).encode()
+    )
     [ev2] = from_http(s_headers, s_body)
     assert ev2 == ev
     b_headers, b_body = to_binary(ev2)
@@ -337,7 +389,10 @@ def test_round_trip_binary_structured_binary_euro() -> None:
 
 
 def test_round_trip_structured_binary_structured_types_become_strings() -> None:  # edge case 14
-    body = b'{"specversion":"1.0","id":"1","source":"/s","type":"t","n":5,"b":true,"datacontenttype":"text/plain","data":"x"}'
+    body = (
+        b'{"specversion":"1.0","id":"1","source":"/s","type":"t","n":5,"b":true,'
+        b'"datacontenttype":"text/plain","data":"x"}'
+    )
     [ev] = from_http({"Content-Type": "application/cloudevents+json"}, body)
     headers, data = to_binary(ev)
     assert headers["ce-n"] == "5" and headers["ce-b"] == "true"
@@ -354,7 +409,7 @@ def test_to_batch() -> None:
     assert to_batch([])[1] == b"[]"
 
 
-# --- responses -----------------------------------------------------------------------------------------------
+# --- responses -------------------------------------------------------------------------------------
 
 
 def test_response_plain_is_none() -> None:

@@ -9,7 +9,13 @@ import pytest
 
 from schemas.cloudevent import CloudEvent, make_event
 from schemas.errors import InvalidCloudEvent
-from schemas.json_format import decode_batch, decode_structured, encode_batch, encode_structured, sniff_structured
+from schemas.json_format import (
+    decode_batch,
+    decode_structured,
+    encode_batch,
+    encode_structured,
+    sniff_structured,
+)
 
 HEAD = '{"specversion":"1.0","id":"1","source":"/s","type":"t"'
 BASE = {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}
@@ -36,7 +42,9 @@ def test_json_data_is_verbatim_bytes_never_reparsed() -> None:
     )
 
 
-@pytest.mark.parametrize("ct", ["Application/JSON", "text/json; charset=utf-8", "image/x+json", "application/vnd.a+json"])
+@pytest.mark.parametrize(
+    "ct", ["Application/JSON", "text/json; charset=utf-8", "image/x+json", "application/vnd.a+json"]
+)
 def test_json_content_types_case_insensitive(ct: str) -> None:  # edge case 12
     ev = decode_structured(ev_json(f',"datacontenttype":"{ct}","data":[1,2]'))
     assert ev.data == b"[1,2]"
@@ -61,7 +69,9 @@ def test_text_data_is_utf8_string() -> None:
 
 
 def test_xml_data() -> None:
-    ev = decode_structured(ev_json(',"datacontenttype":"application/xml; charset=utf-8","data":"<much wow=\\"xml\\"/>"'))
+    ev = decode_structured(
+        ev_json(',"datacontenttype":"application/xml; charset=utf-8","data":"<much wow=\\"xml\\"/>"')
+    )
     assert ev.data == b'<much wow="xml"/>'
 
 
@@ -112,9 +122,20 @@ def test_extension_types_kept_and_null_unset() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"[]", b'"x"', b"{", HEAD.encode(), ev_json(",") , ev_json() + b"x", ev_json(',"data":NaN'),
-     ev_json(',"data":Infinity'), b'{"id":"1",}', b"\xff\xfe{}"],
-)  # fmt: skip
+    [
+        b"",
+        b"[]",
+        b'"x"',
+        b"{",
+        HEAD.encode(),
+        ev_json(","),
+        ev_json() + b"x",
+        ev_json(',"data":NaN'),
+        ev_json(',"data":Infinity'),
+        b'{"id":"1",}',
+        b"\xff\xfe{}",
+    ],
+)
 def test_malformed_bodies(body: bytes) -> None:
     with pytest.raises(InvalidCloudEvent):
         decode_structured(body)
@@ -144,7 +165,7 @@ def test_uppercase_json_key_rejected_not_lowercased() -> None:  # edge case 10
     assert info.value.field == "MyExtension"
 
 
-# --- encoding choices ----------------------------------------------------------------------------------------
+# --- encoding choices ------------------------------------------------------------------------------
 
 
 def test_encode_json_bytes_embedded_when_they_parse() -> None:
@@ -199,15 +220,19 @@ def test_encode_accepts_non_dict_mapping() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [ev_json(',"datacontenttype":"text/plain","data":"x"'), ev_json(',"data":{"k":[true,null]}'),
-     ev_json(',"data_base64":"AP8="'), ev_json(',"datacontenttype":"application/json","data":"I\'m just a string"'),
-     ev_json(',"e":2147483647,"f":true')],
-)  # fmt: skip
+    [
+        ev_json(',"datacontenttype":"text/plain","data":"x"'),
+        ev_json(',"data":{"k":[true,null]}'),
+        ev_json(',"data_base64":"AP8="'),
+        ev_json(',"datacontenttype":"application/json","data":"I\'m just a string"'),
+        ev_json(',"e":2147483647,"f":true'),
+    ],
+)
 def test_structured_round_trip_byte_exact(body: bytes) -> None:
     assert encode_structured(decode_structured(body)) == body
 
 
-# --- batches -------------------------------------------------------------------------------------------------
+# --- batches ---------------------------------------------------------------------------------------
 
 
 def test_batch_empty_and_round_trip() -> None:  # edge case 16
@@ -241,7 +266,7 @@ def test_batch_member_error_names_member() -> None:
     assert str(info.value) == "invalid CloudEvent (batch member 1): attribute 'time': not RFC 3339 ('lunchtime')"
 
 
-# --- sniffing (header-less NATS) -----------------------------------------------------------------------------
+# --- sniffing (header-less NATS) -------------------------------------------------------------------
 
 
 def test_sniff_structured() -> None:
@@ -257,3 +282,30 @@ def test_sniff_structured() -> None:
 def test_base64_encoding_standard_alphabet() -> None:
     ev = make_event(BASE, b"\xfb\xff")
     assert json.loads(encode_structured(ev))["data_base64"] == base64.b64encode(b"\xfb\xff").decode() == "+/8="
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"data": {"data": 1}, "x": "\\"data\\": 2"}',  # nested data members and a quoted lookalike
+        '[{"data":1},{"data":[1]}]',
+        "true",
+        "1",
+        "1.50",  # verbatim, not re-serialized as 1.5
+        '"data"',
+        '{"k": "v"}   ',
+    ],
+)
+def test_json_data_span_found_verbatim(data: str) -> None:
+    for body in (ev_json(f',"data":{data}'), ev_json(f',"data" : {data},"ext":"data"')):
+        assert decode_structured(body).data == data.strip().encode()
+
+
+def test_json_data_span_with_escaped_member_name_falls_back_to_scan() -> None:
+    ev = decode_structured(ev_json(',"d\\u0061ta": [ 1 ]'))
+    assert ev.data == b"[ 1 ]" and ev.json_data is True
+
+
+def test_json_data_span_with_many_nested_data_members() -> None:
+    data = "[" + ",".join('{"data":0}' for _ in range(20)) + "]"
+    assert decode_structured(ev_json(f',"data":{data}')).data == data.encode()

@@ -7,7 +7,13 @@ import pytest
 from schemas.cloudevent import make_event
 from schemas.errors import InvalidCloudEvent, UnsupportedFormat
 from schemas.http_binding import from_http, to_binary
-from schemas.kafka_binding import from_kafka, kafka_key, to_kafka_binary, to_kafka_structured, wrap_kafka_record
+from schemas.kafka_binding import (
+    from_kafka,
+    kafka_key,
+    to_kafka_binary,
+    to_kafka_structured,
+    wrap_kafka_record,
+)
 
 CE = [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"/s"), ("ce_type", b"com.example.x")]
 BASE = {"specversion": "1.0", "id": "1", "source": "/s", "type": "com.example.x"}
@@ -15,7 +21,12 @@ STRUCT = b'{"specversion":"1.0","id":"1","source":"/s","type":"com.example.x","d
 
 
 def test_binary_receive() -> None:
-    headers = [*CE, ("content-type", b"application/json"), ("ce_partitionkey", b"pk"), ("traceparent", b"00-x")]
+    headers = [
+        *CE,
+        ("content-type", b"application/json"),
+        ("ce_partitionkey", b"pk"),
+        ("traceparent", b"00-x"),
+    ]
     ev = from_kafka(headers, b'{"a":1}')
     assert ev is not None
     assert dict(ev.attributes) == {**BASE, "datacontenttype": "application/json", "partitionkey": "pk"}
@@ -88,19 +99,36 @@ def test_receive_never_touches_partitionkey() -> None:  # edge case 17
 
 
 def test_to_kafka_binary_keeps_partitionkey_and_content_type() -> None:  # edge case 17
-    ev = make_event({**BASE, "partitionkey": "pk", "datacontenttype": "text/plain", "n": 3, "b": False,
-                     "subject": "Euro € 😀"}, b"x")  # fmt: skip
+    ev = make_event(
+        {
+            **BASE,
+            "partitionkey": "pk",
+            "datacontenttype": "text/plain",
+            "n": 3,
+            "b": False,
+            "subject": "Euro € 😀",
+        },
+        b"x",
+    )
     headers, value = to_kafka_binary(ev)
-    assert headers == [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"/s"),
-                       ("ce_type", b"com.example.x"), ("ce_partitionkey", b"pk"), ("content-type", b"text/plain"),
-                       ("ce_n", b"3"), ("ce_b", b"false"), ("ce_subject", "Euro € 😀".encode())]  # fmt: skip
+    assert headers == [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"1"),
+        ("ce_source", b"/s"),
+        ("ce_type", b"com.example.x"),
+        ("ce_partitionkey", b"pk"),
+        ("content-type", b"text/plain"),
+        ("ce_n", b"3"),
+        ("ce_b", b"false"),
+        ("ce_subject", "Euro € 😀".encode()),
+    ]
     assert value == b"x"
     assert kafka_key(ev) == b"pk"
     assert from_kafka(headers, value) == make_event({**ev.attributes, "n": "3", "b": "false"}, b"x")
 
 
 def test_to_kafka_binary_no_data_is_null_value() -> None:
-    headers, value = to_kafka_binary(make_event(BASE))
+    _, value = to_kafka_binary(make_event(BASE))
     assert value is None
     assert kafka_key(make_event(BASE)) is None
 
@@ -113,8 +141,13 @@ def test_to_kafka_structured() -> None:
 
 
 def test_http_binary_to_kafka_and_back_transcodes_percent_encoding() -> None:
-    http_headers = {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "t",
-                    "ce-subject": "Euro%20%E2%82%AC%20%F0%9F%98%80"}  # fmt: skip
+    http_headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "1",
+        "ce-source": "/s",
+        "ce-type": "t",
+        "ce-subject": "Euro%20%E2%82%AC%20%F0%9F%98%80",
+    }
     [ev] = from_http(http_headers, b"")
     kheaders, _ = to_kafka_binary(ev)
     assert ("ce_subject", "Euro € 😀".encode()) in kheaders
@@ -131,36 +164,79 @@ def test_json_data_without_content_type_sets_application_json() -> None:
     assert value == b'{"a":1}'
 
 
-# --- raw records ---------------------------------------------------------------------------------------------
+# --- raw records -----------------------------------------------------------------------------------
 
 
 def test_wrap_kafka_record() -> None:
     ev = wrap_kafka_record(
-        topic="orders", partition=3, offset=42, timestamp_ms=1712345678901, key=b"cust-1",
-        headers=[("content-type", b"application/json"), ("x", b"y")], value=b'{"a":1}',
-        event_type="com.example.order", event_source="kafka://c1/orders",
-    )  # fmt: skip
+        topic="orders",
+        partition=3,
+        offset=42,
+        timestamp_ms=1712345678901,
+        key=b"cust-1",
+        headers=[("content-type", b"application/json"), ("x", b"y")],
+        value=b'{"a":1}',
+        event_type="com.example.order",
+        event_source="kafka://c1/orders",
+    )
     assert dict(ev.attributes) == {
-        "specversion": "1.0", "id": "orders/3/42", "source": "kafka://c1/orders", "type": "com.example.order",
-        "time": "2024-04-05T19:34:38.901Z", "datacontenttype": "application/json", "partitionkey": "cust-1",
-    }  # fmt: skip
+        "specversion": "1.0",
+        "id": "orders/3/42",
+        "source": "kafka://c1/orders",
+        "type": "com.example.order",
+        "time": "2024-04-05T19:34:38.901Z",
+        "datacontenttype": "application/json",
+        "partitionkey": "cust-1",
+    }
     assert ev.data == b'{"a":1}'
     assert kafka_key(ev) == b"cust-1"
 
 
 def test_wrap_kafka_record_minimal() -> None:
-    ev = wrap_kafka_record(topic="t", partition=0, offset=0, timestamp_ms=None, key=b"\xff\xfe", headers=[],
-                           value=None, event_type="x", event_source="kafka://c/t")  # fmt: skip
+    ev = wrap_kafka_record(
+        topic="t",
+        partition=0,
+        offset=0,
+        timestamp_ms=None,
+        key=b"\xff\xfe",
+        headers=[],
+        value=None,
+        event_type="x",
+        event_source="kafka://c/t",
+    )
     assert dict(ev.attributes) == {"specversion": "1.0", "id": "t/0/0", "source": "kafka://c/t", "type": "x"}
     assert ev.data is None
-    ev = wrap_kafka_record(topic="t", partition=0, offset=1, timestamp_ms=0, key=b"", headers=[("content-type", b"xyz")],
-                           value=b"", event_type="x", event_source="s")  # fmt: skip
-    assert dict(ev.attributes) == {"specversion": "1.0", "id": "t/0/1", "source": "s", "type": "x",
-                                   "time": "1970-01-01T00:00:00.000Z"}  # fmt: skip
+    ev = wrap_kafka_record(
+        topic="t",
+        partition=0,
+        offset=1,
+        timestamp_ms=0,
+        key=b"",
+        headers=[("content-type", b"xyz")],
+        value=b"",
+        event_type="x",
+        event_source="s",
+    )
+    assert dict(ev.attributes) == {
+        "specversion": "1.0",
+        "id": "t/0/1",
+        "source": "s",
+        "type": "x",
+        "time": "1970-01-01T00:00:00.000Z",
+    }
     assert ev.data == b""
 
 
 def test_wrap_kafka_record_invalid_type_raises() -> None:
     with pytest.raises(InvalidCloudEvent):
-        wrap_kafka_record(topic="t", partition=0, offset=0, timestamp_ms=None, key=None, headers=[], value=b"",
-                          event_type="", event_source="s")  # fmt: skip
+        wrap_kafka_record(
+            topic="t",
+            partition=0,
+            offset=0,
+            timestamp_ms=None,
+            key=None,
+            headers=[],
+            value=b"",
+            event_type="",
+            event_source="s",
+        )

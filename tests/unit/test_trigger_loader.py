@@ -35,7 +35,7 @@ spec:
     reply: {kafka: {topic: orders.replies}}
   scaling: {lagThreshold: 100, activationLagThreshold: 0, minReplicas: 0, maxReplicas: 50}
 status: {conditions: [], lag: 0, desiredReplicas: 0, observedGeneration: 1}
-"""  # noqa: E501  (DESIGN.md's example, `conditions: [...]` made valid YAML)
+"""
 
 
 def trigger_yaml(name: str = "t", namespace: str = "default", spec: str | None = None) -> str:
