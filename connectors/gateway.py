@@ -54,6 +54,7 @@ class GatewayClient:
         self.url_template = url_template
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def function_url(self, *, name: str, namespace: str) -> str:
         if self.gateway is None:
@@ -80,13 +81,12 @@ class GatewayClient:
         if self._session is None:
             await self.start()
         assert self._session is not None
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
         try:
             async with self._session.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-                allow_redirects=False,
+                url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
             ) as resp:
                 data = await resp.content.read(MAX_RESPONSE_BYTES)
                 return Response(resp.status, resp.headers, data)

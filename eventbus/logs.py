@@ -47,3 +47,6 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "kafka", "nats"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # aiokafka logs "Topic X not found in cluster metadata" at ERROR on every metadata retry (dozens a
+    # second); eventbus reports the failed write itself, naming the topic, so keep only criticals here.
+    logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)

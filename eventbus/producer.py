@@ -7,6 +7,7 @@ should), then carried by our own strict bindings.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -16,6 +17,9 @@ from cloudevents.core.v1.event import CloudEvent as SdkEvent
 
 from connectors.kafka import KafkaTopicWriter, make_producer, resolve_bootstrap
 from schemas.cloudevent import AttributeValue, CloudEvent
+
+
+TOPIC_LOOKUP_TIMEOUT = 5.0
 
 
 class PublishError(RuntimeError):
@@ -130,8 +134,15 @@ async def publish_event(
         await producer.stop()
         raise PublishError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
     try:
+        try:
+            await asyncio.wait_for(producer.partitions_for(topic), TOPIC_LOOKUP_TIMEOUT)
+        except TimeoutError:
+            raise PublishError(f"topic {topic!r} does not exist on {bootstrap} "
+                               f"(no metadata after {TOPIC_LOOKUP_TIMEOUT:g}s)") from None
         kb = key.encode() if isinstance(key, str) else key
         await KafkaTopicWriter(producer, topic, structured=mode == "structured").send(event, kb)
+    except PublishError:
+        raise
     except Exception as exc:
         raise PublishError(str(exc)) from exc
     finally:
