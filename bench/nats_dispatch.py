@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
 import nats  # noqa: E402
+from nats.aio.msg import Msg  # noqa: E402
 from nats.js.api import ConsumerConfig, StorageType  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
@@ -81,7 +82,7 @@ async def raw_ceiling(url: str, stream: str, subject: str, fn_url: str, events: 
     start: float | None = None
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
-        async def post(msg: nats.aio.msg.Msg) -> None:
+        async def post(msg: Msg) -> None:
             nonlocal done
             try:
                 t0 = time.perf_counter()

@@ -18,7 +18,6 @@ from cloudevents.core.v1.event import CloudEvent as SdkEvent
 from connectors.kafka import KafkaTopicWriter, make_producer, resolve_bootstrap
 from schemas.cloudevent import AttributeValue, CloudEvent
 
-
 TOPIC_LOOKUP_TIMEOUT = 5.0
 
 

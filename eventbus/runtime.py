@@ -19,6 +19,7 @@ from connectors.kafka import make_producer, resolve_bootstrap
 from connectors.nats_client import connect as nats_connect
 from connectors.nats_client import resolve_servers as resolve_nats_servers
 from eventbus.admin import admin_routes, start_admin
+from eventbus.timer_loop import TimerLoop
 from schemas.trigger import Trigger
 from triggers.delivery import Pipeline
 from triggers.kafka_trigger import KafkaTrigger
@@ -98,6 +99,11 @@ class RuntimeConfig:
     http_max_in_flight: int = 1024  # ingress requests in flight before 429
     grace: float = 30.0
     client_id: str = "eventbus"
+    timer_thread: bool = True  # run cron triggers on their own loop thread (see eventbus.timer_loop)
+
+
+TIMER_KINDS = frozenset({"cron"})
+"""Source kinds whose triggers run on the timer loop: their timing must not depend on dispatch load."""
 
 
 @dataclass
@@ -126,6 +132,8 @@ class Runtime:
         self.extra_routes: list[web.RouteDef] = []
         self.ingress: HttpIngress | None = None  # see eventbus.ingress
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._timers: TimerLoop | None = None
+        self._timer_keys: set[str] = set()
 
     # --- shared clients -----------------------------------------------------------------------
 
@@ -173,8 +181,15 @@ class Runtime:
 
     async def add(self, trigger: Trigger) -> Controller:
         """Start one trigger; its task runs until `remove` or `stop`."""
-        if trigger.key in self._running:
+        if trigger.key in self._running or trigger.key in self._timer_keys:
             raise ValueError(f"trigger {trigger.key} is already running")
+        if self.config.timer_thread and trigger.spec.source.kind in TIMER_KINDS:
+            if self._timers is None:
+                self._timers = TimerLoop(self.config, self.metrics)
+                await self._timers.start()
+            controller = await self._timers.add(trigger)
+            self._timer_keys.add(trigger.key)
+            return controller
         pipeline = Pipeline(
             trigger,
             gateway=self.gateway,
@@ -211,6 +226,10 @@ class Runtime:
                 delay = min(delay * 2, 30.0)
 
     async def remove(self, key: str) -> None:
+        if key in self._timer_keys and self._timers is not None:
+            self._timer_keys.discard(key)
+            await self._timers.remove(key)
+            return
         running = self._running.pop(key, None)
         if running is None:
             return
@@ -219,7 +238,8 @@ class Runtime:
         log.info("trigger stopped", extra={"trigger": key})
 
     def ready(self) -> bool:
-        return all(r.controller.ready.is_set() for r in self._running.values())
+        timers_ok = self._timers is None or self._timers.ready()
+        return timers_ok and all(r.controller.ready.is_set() for r in self._running.values())
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -238,6 +258,10 @@ class Runtime:
     async def stop(self) -> None:
         """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close."""
         await asyncio.gather(*(self.remove(k) for k in list(self._running)))
+        if self._timers is not None:
+            self._timer_keys.clear()
+            await self._timers.stop()  # stops its triggers within the grace period, then its thread
+            self._timers = None
         for hook in self.on_stop:
             await hook()
         for producer in self._producers.values():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import signal
@@ -248,7 +249,7 @@ async def test_retry_by_nak_honours_delay_then_succeeds(harness: Harness, unique
                                           retry="{attempts: 5, delay: 10ms, maxDelay: 5s}"))
     await harness.fn.wait_for(lambda: harness.fn.delivered_ids == ["ev-r"], what="delivery after naks")
     assert len(harness.fn.received) == 3
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(0.9 <= g < 4.0 for g in gaps), f"redelivery gaps {gaps} (Retry-After: 1 → nak delay ~1s)"
     await harness.wait_metric("eventbus_events_delivered_total", "test/retry", 1)
     assert harness.metric("eventbus_events_retried_total", "test/retry") == 2
@@ -276,7 +277,7 @@ async def test_4xx_dead_lettered_to_nats_stream_and_source_acked(harness: Harnes
     assert h["ce-partitionkey"] == "pk"
     assert h["ce-deadlettercode"] == "422"
     assert h["ce-deadletterattempts"] == "1"
-    assert h["ce-deadlettertrigger"] == "test%2Fdl" or h["ce-deadlettertrigger"] == "test/dl"
+    assert h["ce-deadlettertrigger"] == "test/dl"
     assert "422" in h["ce-deadletterreason"]
     assert h["ce-deadlettertime"].endswith("Z")
     assert h["Nats-Msg-Id"] == "test/dl:dead_letter:/orders:ev-1"
@@ -324,8 +325,7 @@ async def test_reply_published_to_nats(harness: Harness, unique_name: str) -> No
     h = recs[0].headers
     assert h["ce-type"] == "com.example.order.created.reply"
     assert h["ce-id"] == "ev-q"
-    assert h["Nats-Msg-Id"] == "test/rep:reply:" + h["ce-source"].replace("%3A", ":") + ":ev-q" or \
-        h["Nats-Msg-Id"].startswith("test/rep:reply:")
+    assert h["Nats-Msg-Id"].startswith("test/rep:reply:") and h["Nats-Msg-Id"].endswith(":ev-q")
     assert json.loads(recs[0].data) == {"total": 42}
     await wait_consumer_settled(harness.nats_url, stream, "eventbus-test-rep")
 
@@ -407,11 +407,10 @@ async def test_nats_server_restart_mid_stream_loses_nothing(fn: FunctionServer, 
     port = _free_port()
     url = f"nats://127.0.0.1:{port}"
     store = tmp_path / "js"
-    log = open(tmp_path / "nats.log", "ab")
 
     def start_server() -> subprocess.Popen[bytes]:
         return subprocess.Popen([binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
-                                stdout=log, stderr=subprocess.STDOUT)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def wait_up() -> None:
         for _ in range(100):
@@ -454,7 +453,6 @@ async def test_nats_server_restart_mid_stream_loses_nothing(fn: FunctionServer, 
         await h.runtime.stop()
         server.terminate()
         server.wait(10)
-        log.close()
 
 
 # --- core NATS ----------------------------------------------------------------------------------
