@@ -42,21 +42,15 @@ def _size(text: str) -> int:
 def _up(args: argparse.Namespace) -> int:
     from eventbus.dev_gateway import FunctionsError
     from eventbus.logs import setup_logging
+    from eventbus.specs import load_or_report
     from eventbus.up import UpOptions, run_up
-    from schemas.errors import TriggerSpecError
-    from schemas.loader import load_triggers
 
     setup_logging(args.log_format, args.log_level)
     if args.gateway and args.functions:
         print("use --gateway or --functions, not both", file=sys.stderr)
         return 2
-    try:
-        triggers = load_triggers(args.file)
-    except TriggerSpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{args.file}: {exc.strerror or exc}", file=sys.stderr)
+    triggers = load_or_report(args.file)
+    if triggers is None:
         return 1
     opts = UpOptions(path=args.file, http_port=args.http_port, gateway=args.gateway, functions=args.functions,
                      nats=args.nats, kafka=args.kafka, data_dir=Path(args.data_dir), grace=args.grace)
@@ -133,16 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(path: str) -> int:
-    from schemas.errors import TriggerSpecError
-    from schemas.loader import load_triggers
+    from eventbus.specs import load_or_report
 
-    try:
-        triggers = load_triggers(path)
-    except TriggerSpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
+    triggers = load_or_report(path)
+    if triggers is None:
         return 1
     for t in triggers:
         print(f"ok  {t.key}  source={t.spec.source.kind}")
@@ -153,17 +141,11 @@ def _run(args: argparse.Namespace) -> int:
     from connectors.gateway import DEFAULT_URL_TEMPLATE
     from eventbus.logs import setup_logging
     from eventbus.runtime import Runtime, RuntimeConfig
-    from schemas.errors import TriggerSpecError
-    from schemas.loader import load_triggers
+    from eventbus.specs import load_or_report
 
     setup_logging(args.log_format, args.log_level)
-    try:
-        triggers = load_triggers(args.file)
-    except TriggerSpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{args.file}: {exc.strerror or exc}", file=sys.stderr)
+    triggers = load_or_report(args.file)
+    if triggers is None:
         return 1
     config = RuntimeConfig(
         gateway=args.gateway,

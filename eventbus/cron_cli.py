@@ -81,18 +81,12 @@ def print_next(triggers: list[Trigger], count: int, *, now: datetime | None = No
 
 def cron_next(path: str, count: int) -> int:
     """`eventbus cron next -f PATH [--count N]`: exit 1 with every problem if the specs do not load."""
-    from schemas.errors import TriggerSpecError
-    from schemas.loader import load_triggers
+    from eventbus.specs import load_or_report
 
     if count < 1:
         print("--count must be at least 1", file=sys.stderr)
         return 2
-    try:
-        triggers = load_triggers(path)
-    except TriggerSpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{path}: {exc.strerror or exc}", file=sys.stderr)
+    triggers = load_or_report(path)
+    if triggers is None:
         return 1
     return print_next(triggers, count)

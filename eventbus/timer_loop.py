@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sys
 import threading
 from collections.abc import Coroutine
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+TIMER_NICE = -5
 SWITCH_INTERVAL = 0.001
 """GIL switch interval while a timer loop runs: a waking timer thread waits at most this for the GIL."""
 
@@ -40,6 +42,10 @@ class TimerLoop:
     def _main(self) -> None:
         from eventbus.runtime import Runtime
 
+        try:  # ask the kernel to prefer this thread when it wakes (needs CAP_SYS_NICE; fine without)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TIMER_NICE)
+        except (OSError, AttributeError):
+            pass
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop

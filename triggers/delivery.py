@@ -48,6 +48,14 @@ class Attempt:
         return self.response.ok
 
 
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """An event's settled fate and the function's last response (None when it was never dispatched)."""
+
+    outcome: Outcome
+    response: Response | None
+
+
 class Pipeline:
     """Everything between a decoded CloudEvent and its settled fate, for one trigger."""
 
@@ -111,11 +119,15 @@ class Pipeline:
 
     async def settle(self, event: CloudEvent, key: bytes | None = None) -> Outcome:
         """Filter, then dispatch with retries; dead-letter or drop on failure. Returns once settled."""
+        return (await self.deliver(event, key)).outcome
+
+    async def deliver(self, event: CloudEvent, key: bytes | None = None) -> Settled:
+        """`settle`, also keeping the function's last response (sync HTTP triggers answer with it)."""
         m = self.metrics
         m.received.inc()
         if self._filter and not self.matches(event):
             m.filtered.inc()
-            return Outcome.FILTERED
+            return Settled(Outcome.FILTERED, None)
         m.in_flight.inc()
         try:
             n = 0
@@ -126,10 +138,11 @@ class Pipeline:
                     m.delivered.inc()
                     if self.reply_sink is not None:
                         await self.publish_reply(event, result.response)
-                    return Outcome.DELIVERED
+                    return Settled(Outcome.DELIVERED, result.response)
                 if result.final or n >= self.max_attempts:
                     why = result.reason if result.final else f"retries exhausted: {result.reason}"
-                    return await self.fail(event, why, result.response.status, n, key)
+                    outcome = await self.fail(event, why, result.response.status, n, key)
+                    return Settled(outcome, result.response)
                 m.retried.inc()
                 await asyncio.sleep(self.backoff.delay(n, result.response.retry_after()))
         finally:

@@ -208,35 +208,8 @@ class HttpTrigger:
         return web.json_response({"results": results}, status=200 if ok else 502)
 
     async def deliver(self, event: CloudEvent) -> Response | None:
-        """`Pipeline.settle`, but keeping the function's last response for the caller; None if filtered.
-
-        Same rules: retries with backoff (honouring Retry-After), dead-letter (or drop) when exhausted or
-        fatal, reply sink on success. Metrics are counted exactly as `settle` counts them."""
-        p = self.pipeline
-        m = p.metrics
-        m.received.inc()
-        if not p.matches(event):
-            m.filtered.inc()
-            return None
-        m.in_flight.inc()
-        try:
-            n = 0
-            while True:
-                n += 1
-                result = await p.attempt(event)
-                if result.ok:
-                    m.delivered.inc()
-                    if p.reply_sink is not None:
-                        await p.publish_reply(event, result.response)
-                    return result.response
-                if result.final or n >= p.max_attempts:
-                    why = result.reason if result.final else f"retries exhausted: {result.reason}"
-                    await p.fail(event, why, result.response.status, n)
-                    return result.response
-                m.retried.inc()
-                await asyncio.sleep(p.backoff.delay(n, result.response.retry_after()))
-        finally:
-            m.in_flight.dec()
+        """`Pipeline.deliver`, keeping the function's last response for the caller; None if filtered."""
+        return (await self.pipeline.deliver(event)).response
 
 
 def function_answer(resp: Response | None, event: CloudEvent) -> web.StreamResponse:
