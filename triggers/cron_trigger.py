@@ -40,6 +40,7 @@ PREPARE = 0.05
 BEHIND = 1.0
 """A tick this many seconds overdue when its turn comes was missed (loop stall, clock jump, suspend)."""
 LOCK_RETRY = 1.0
+SPIN = 0.002
 
 
 class Clock(Protocol):
@@ -59,7 +60,13 @@ class SystemClock:
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        """Sleep, then yield-spin the last `SPIN` seconds: the selector's millisecond rounding and the
+        timer's wake-up would otherwise add ~1-2 ms to every tick."""
+        target = time.monotonic() + seconds
+        if seconds > SPIN:
+            await asyncio.sleep(seconds - SPIN)
+        while time.monotonic() < target:
+            await asyncio.sleep(0)
 
 
 class Settler(Protocol):
