@@ -207,7 +207,7 @@ def _publish(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "cron":
-        from eventbus.cron_cli import cron_next
+        from eventbus.cron import cron_next
 
         return cron_next(args.file, args.count)
     if args.command == "validate":

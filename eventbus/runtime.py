@@ -69,14 +69,14 @@ async def _nats_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) ->
 
 
 async def _cron_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) -> Controller:
-    from eventbus.cron_cli import cron_controller
+    from eventbus.cron import cron_controller
 
     return await cron_controller(rt, trigger, pipeline)
 
 
 CONTROLLERS: dict[str, ControllerFactory] = {"kafka": _kafka_controller, "nats": _nats_controller,
                                              "cron": _cron_controller}
-"""Source kind -> controller factory. Other source modules add themselves in `eventbus.controllers`."""
+"""Source kind -> controller factory (the runtime looks a trigger's source kind up here)."""
 
 
 async def _http_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) -> Controller:

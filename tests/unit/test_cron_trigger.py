@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from eventbus.cron_cli import print_next
+from eventbus.cron import print_next
 from schemas.cloudevent import CloudEvent
 from schemas.cron import parse_rfc3339
 from schemas.trigger import Trigger
