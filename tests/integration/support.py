@@ -16,6 +16,11 @@ from typing import Any
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import CollectorRegistry
+
+from eventbus.runtime import Runtime, RuntimeConfig
+from schemas.loader import parse_triggers
+from triggers.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,12 +100,45 @@ class FunctionServer:
         await site.start()
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr,attr-defined]
         return self
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+class RuntimeHarness:
+    """An in-process `Runtime` against the real servers, with a private metrics registry per test."""
+
+    def __init__(self, fn: FunctionServer, *, kafka: str | None = None, nats: str | None = None) -> None:
+        self.fn = fn
+        self.bootstrap = kafka or ""
+        self.nats_url = nats or ""
+        self.registry = CollectorRegistry()
+        self.runtime = Runtime(RuntimeConfig(gateway=fn.url, kafka=kafka, nats=nats, grace=5.0),
+                               metrics=Metrics(self.registry))
+
+    async def start(self, yaml_text: str, *, wait_ready: bool = True) -> None:
+        await self.runtime.start(parse_triggers(yaml_text, "test.yaml"))
+        if wait_ready:
+            for _ in range(200):
+                if self.runtime.ready():
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError("trigger not ready")
+
+    def metric(self, name: str, trigger: str) -> float:
+        v = self.registry.get_sample_value(name, {"trigger": trigger})
+        return 0.0 if v is None else v
+
+    async def wait_metric(self, name: str, trigger: str, want: float, timeout: float = 10.0) -> None:
+        """The function answers before the runtime counts: wait for the counter to catch up."""
+        for _ in range(int(timeout / 0.05)):
+            if self.metric(name, trigger) >= want:
+                break
+            await asyncio.sleep(0.05)
+        assert self.metric(name, trigger) == want, f"{name}{{trigger={trigger}}}"
 
 
 # --- Kafka helpers ------------------------------------------------------------------------------

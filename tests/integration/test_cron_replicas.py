@@ -7,7 +7,6 @@ import collections
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -31,13 +30,6 @@ def cron_yaml(name: str, url: str, **cron: str) -> str:
     return (f"apiVersion: eventbus.dev/v1alpha1\nkind: Trigger\nmetadata: {{name: {name}, namespace: crontest}}\n"
             f"spec:\n  source: {{cron: {{{body}}}}}\n  function: {{url: '{url}'}}\n"
             f"  delivery: {{timeout: 10s, retry: {{attempts: 1}}}}\n")
-
-
-@pytest.fixture
-async def fn() -> AsyncIterator[FunctionServer]:
-    server = await FunctionServer().start()
-    yield server
-    await server.stop()
 
 
 async def holder_pid(nats_url: str, name: str) -> int | None:

@@ -77,13 +77,6 @@ class Ingress:
 
 
 @pytest.fixture
-async def fn() -> AsyncIterator[FunctionServer]:
-    server = await FunctionServer().start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def opened() -> AsyncIterator[list[Ingress]]:
     items: list[Ingress] = []
     yield items

@@ -9,10 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
-from eventbus.runtime import Runtime, RuntimeConfig
-from schemas.loader import parse_triggers
 from tests.integration.support import (
     FunctionServer,
     committed,
@@ -21,46 +18,16 @@ from tests.integration.support import (
     read_all,
     trigger_yaml,
 )
-from triggers.metrics import Metrics
+from tests.integration.support import (
+    RuntimeHarness as Harness,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def fn() -> AsyncIterator[FunctionServer]:
-    server = await FunctionServer().start()
-    yield server
-    await server.stop()
-
-
-class Harness:
-    def __init__(self, bootstrap: str, fn: FunctionServer) -> None:
-        self.bootstrap = bootstrap
-        self.fn = fn
-        self.registry = CollectorRegistry()
-        self.runtime = Runtime(RuntimeConfig(gateway=fn.url, kafka=bootstrap, grace=5.0),
-                               metrics=Metrics(self.registry))
-
-    async def start(self, yaml_text: str) -> None:
-        triggers = parse_triggers(yaml_text, "test.yaml")
-        await self.runtime.start(triggers)
-
-    def metric(self, name: str, trigger: str) -> float:
-        v = self.registry.get_sample_value(name, {"trigger": trigger})
-        return 0.0 if v is None else v
-
-    async def wait_metric(self, name: str, trigger: str, want: float, timeout: float = 10.0) -> None:
-        """The function answers before the runtime counts: wait for the counter to catch up."""
-        for _ in range(int(timeout / 0.05)):
-            if self.metric(name, trigger) >= want:
-                break
-            await asyncio.sleep(0.05)
-        assert self.metric(name, trigger) == want, f"{name}{{trigger={trigger}}}"
-
-
-@pytest.fixture
 async def harness(kafka_bootstrap: str, fn: FunctionServer) -> AsyncIterator[Harness]:
-    h = Harness(kafka_bootstrap, fn)
+    h = Harness(fn, kafka=kafka_bootstrap)
     yield h
     await h.runtime.stop()
 

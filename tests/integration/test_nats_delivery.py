@@ -20,12 +20,9 @@ import pytest
 from aiohttp import web
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StorageType
-from prometheus_client import CollectorRegistry
 
-from eventbus.runtime import Runtime, RuntimeConfig
-from schemas.loader import parse_triggers
 from tests.integration.support import FunctionServer, RuntimeProcess
-from triggers.metrics import Metrics
+from tests.integration.support import RuntimeHarness as Harness
 
 pytestmark = pytest.mark.integration
 
@@ -129,43 +126,8 @@ async def read_stream(url: str, stream: str, subject: str, expect: int, timeout:
 
 
 @pytest.fixture
-async def fn() -> AsyncIterator[FunctionServer]:
-    server = await FunctionServer().start()
-    yield server
-    await server.stop()
-
-
-class Harness:
-    def __init__(self, nats_url: str, fn: FunctionServer) -> None:
-        self.nats_url = nats_url
-        self.fn = fn
-        self.registry = CollectorRegistry()
-        self.runtime = Runtime(RuntimeConfig(gateway=fn.url, nats=nats_url, grace=5.0),
-                               metrics=Metrics(self.registry))
-
-    async def start(self, yaml_text: str) -> None:
-        await self.runtime.start(parse_triggers(yaml_text, "test.yaml"))
-        for _ in range(200):
-            if self.runtime.ready():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("trigger not ready")
-
-    def metric(self, name: str, trigger: str) -> float:
-        v = self.registry.get_sample_value(name, {"trigger": trigger})
-        return 0.0 if v is None else v
-
-    async def wait_metric(self, name: str, trigger: str, want: float, timeout: float = 10.0) -> None:
-        for _ in range(int(timeout / 0.05)):
-            if self.metric(name, trigger) >= want:
-                break
-            await asyncio.sleep(0.05)
-        assert self.metric(name, trigger) == want, f"{name}{{trigger={trigger}}}"
-
-
-@pytest.fixture
 async def harness(nats_url: str, fn: FunctionServer) -> AsyncIterator[Harness]:
-    h = Harness(nats_url, fn)
+    h = Harness(fn, nats=nats_url)
     yield h
     await h.runtime.stop()
 
@@ -428,7 +390,7 @@ async def test_nats_server_restart_mid_stream_loses_nothing(fn: FunctionServer, 
 
     fn.behaviour = slowish
     server = start_server()
-    h = Harness(url, fn)
+    h = Harness(fn, nats=url)
     try:
         await wait_up()
         stream, subj = unique_name.upper(), unique_name
@@ -462,7 +424,7 @@ async def test_core_queue_group_splits_work_across_runtimes(nats_url: str, fn: F
                                                             unique_name: str) -> None:
     subj = f"{unique_name}.core"
     yaml_text = nats_trigger_yaml("core", subj, ordering="none", concurrency=8)
-    a, b = Harness(nats_url, fn), Harness(nats_url, fn)
+    a, b = Harness(fn, nats=nats_url), Harness(fn, nats=nats_url)
     try:
         await a.start(yaml_text)
         await b.start(yaml_text)

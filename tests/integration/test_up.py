@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -92,13 +91,6 @@ class Up:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-
-
-@pytest.fixture
-async def fn() -> AsyncIterator[FunctionServer]:
-    server = await FunctionServer().start()
-    yield server
-    await server.stop()
 
 
 def _listening(port: int) -> bool:
