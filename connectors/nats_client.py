@@ -9,6 +9,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.errors import NoServersError
 
 from schemas.trigger import NatsSource, SecretRef, Tls
 
@@ -31,8 +32,19 @@ def resolve_servers(servers: list[str], default: str | None) -> list[str]:
     return [s.strip() for s in fallback.split(",") if s.strip()]
 
 
+class NatsUnreachable(ConnectionError):
+    """The first connection to NATS failed (the runtime retries the trigger; the message names the servers)."""
+
+
+INITIAL_ATTEMPTS = 3
+
+
 async def connect(servers: list[str], *, name: str = "eventbus", **options: Any) -> Client:
-    """Connect, retrying the first connection and reconnecting forever afterwards (a restart loses nothing)."""
+    """Connect with a few quick tries, then reconnect forever once connected (a broker restart loses nothing).
+
+    nats-py applies `max_reconnect_attempts` to the first connection too; -1 there would hang startup on a
+    wrong address with no error, so the first connection gets INITIAL_ATTEMPTS and a clear NatsUnreachable.
+    """
 
     async def on_disconnect() -> None:
         log.warning("NATS disconnected", extra={"servers": servers})
@@ -40,21 +52,30 @@ async def connect(servers: list[str], *, name: str = "eventbus", **options: Any)
     async def on_reconnect() -> None:
         log.info("NATS reconnected", extra={"servers": servers})
 
+    last_error: list[Exception] = []
+
     async def on_error(exc: Exception) -> None:
+        last_error[:] = [exc]
         log.warning("NATS error", extra={"error": repr(exc)})
 
-    return await nats.connect(
-        servers=servers,
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        allow_reconnect=True,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-        error_cb=on_error,
-        **options,
-    )
+    try:
+        nc = await nats.connect(
+            servers=servers,
+            name=name,
+            max_reconnect_attempts=INITIAL_ATTEMPTS,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            allow_reconnect=True,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            error_cb=on_error,
+            **options,
+        )
+    except (NoServersError, OSError, TimeoutError) as exc:
+        cause = last_error[0] if last_error else exc
+        raise NatsUnreachable(f"cannot reach NATS at {', '.join(servers)}: {cause}") from exc
+    nc.options["max_reconnect_attempts"] = -1  # connected: from now on, reconnect forever
+    return nc
 
 
 def _nats_ssl_context(tls: Tls) -> ssl.SSLContext:

@@ -12,11 +12,13 @@ from typing import Any, Protocol
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from nats.aio.client import Client as NatsClient
 
 from connectors.gateway import DEFAULT_URL_TEMPLATE, GatewayClient
 from connectors.http_ingress import HttpIngress
 from connectors.kafka import make_producer, resolve_bootstrap
+from connectors.nats_client import NatsUnreachable
 from connectors.nats_client import connect as nats_connect
 from connectors.nats_client import resolve_servers as resolve_nats_servers
 from eventbus.admin import admin_routes, start_admin
@@ -103,6 +105,9 @@ class RuntimeConfig:
     timer_thread: bool = True  # run cron triggers on their own loop thread (see eventbus.timer_loop)
 
 
+TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, NatsUnreachable, ConnectionError, OSError, TimeoutError)
+"""Failures to reach a broker while starting a trigger: retried, not fatal."""
+
 TIMER_KINDS = frozenset({"cron"})
 """Source kinds whose triggers run on the timer loop: their timing must not depend on dispatch load."""
 
@@ -134,6 +139,7 @@ class Runtime:
         self.ingress: HttpIngress | None = None  # see eventbus.ingress
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self._timers: TimerLoop | None = None
+        self._pending: dict[str, asyncio.Task[None]] = {}
         self._timer_keys: set[str] = set()
 
     # --- shared clients -----------------------------------------------------------------------
@@ -238,9 +244,41 @@ class Runtime:
         await running.task
         log.info("trigger stopped", extra={"trigger": key})
 
+    async def add_or_retry(self, trigger: Trigger) -> None:
+        """`add`, but a broker that cannot be reached yet (for a sink or the source) is retried in the
+        background with backoff, logged each time; the other triggers and the runtime keep running.
+        Configuration errors (a missing secret, no bootstrap servers) still fail at once."""
+        try:
+            await self.add(trigger)
+        except TRANSIENT as exc:
+            self._log_unreachable(trigger, exc, 1.0)
+            task = asyncio.create_task(self._retry_add(trigger), name=f"pending:{trigger.key}")
+            self._pending[trigger.key] = task
+
+    async def _retry_add(self, trigger: Trigger) -> None:
+        delay = 1.0
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                try:
+                    await self.add(trigger)
+                    log.info("trigger started after its broker became reachable", extra={"trigger": trigger.key})
+                    return
+                except TRANSIENT as exc:
+                    self._log_unreachable(trigger, exc, delay)
+        finally:
+            self._pending.pop(trigger.key, None)
+
+    @staticmethod
+    def _log_unreachable(trigger: Trigger, exc: BaseException, retry_in: float) -> None:
+        log.error("cannot start trigger: broker unreachable; retrying",
+                  extra={"trigger": trigger.key, "error": f"{type(exc).__name__}: {exc}", "retry_in": retry_in})
+
     def ready(self) -> bool:
         timers_ok = self._timers is None or self._timers.ready()
-        return timers_ok and all(r.controller.ready.is_set() for r in self._running.values())
+        return (timers_ok and not self._pending
+                and all(r.controller.ready.is_set() for r in self._running.values()))
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -254,7 +292,7 @@ class Runtime:
 
             await ensure_ingress(self)
         for t in triggers:
-            await self.add(t)
+            await self.add_or_retry(t)
         # Everything allocated so far (modules, models, clients) lives as long as the process: move it out
         # of the collector's reach. A full collection otherwise walks it all while holding the GIL, which
         # was measured at 50-65 ms here: a stall of every loop, the cron timer loop included.
@@ -262,6 +300,9 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close."""
+        for task in list(self._pending.values()):
+            task.cancel()
+        await asyncio.gather(*self._pending.values(), return_exceptions=True)
         await asyncio.gather(*(self.remove(k) for k in list(self._running)))
         if self._timers is not None:
             self._timer_keys.clear()

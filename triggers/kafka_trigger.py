@@ -33,6 +33,10 @@ def consumer_group(trigger: Trigger) -> str:
     return src.consumer_group or f"eventbus-{trigger.metadata.namespace}-{trigger.metadata.name}"
 
 
+class KafkaUnreachable(ConnectionError):
+    """The consumer could not connect to its bootstrap servers (the runtime retries with backoff)."""
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, owner: KafkaTrigger) -> None:
         self.owner = owner
@@ -82,8 +86,12 @@ class KafkaTrigger:
             security=security_settings(self.source.sasl, self.source.tls),
             client_id=f"{self.client_id}-{self.trigger.metadata.name}",
         )
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()  # else the half-started client leaks its connections and tasks
+            raise KafkaUnreachable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
         self._consumer = consumer
-        await consumer.start()
         commit_task = asyncio.create_task(self._commit_loop())
         try:
             consumer.subscribe(self.source.topics, listener=_Rebalance(self))

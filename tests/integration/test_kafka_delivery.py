@@ -307,3 +307,22 @@ async def _wait_committed(bootstrap: str, group: str, topic: str, want: dict[int
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"committed offsets {got}, want {want}")
+
+
+async def test_unreachable_broker_is_named_and_other_triggers_keep_running(
+    harness: Harness, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = unique_name
+    await create_topic(harness.bootstrap, topic)
+    await produce(harness.bootstrap, topic, [_binary(1)])
+    caplog.set_level("ERROR", logger="eventbus.runtime")
+    dead = trigger_yaml("dead", topic, bootstrap="127.0.0.1:1")
+    await harness.start(dead + "---\n" + trigger_yaml("alive", topic), wait_ready=False)
+    await harness.fn.wait_for(lambda: harness.fn.delivered_ids == ["ev-1"], what="the healthy trigger's event")
+    for _ in range(100):
+        if any("cannot reach Kafka at 127.0.0.1:1" in str(getattr(r, "error", "")) for r in caplog.records):
+            break
+        await asyncio.sleep(0.05)
+    errors = [str(getattr(r, "error", "")) for r in caplog.records if getattr(r, "trigger", "") == "test/dead"]
+    assert any("cannot reach Kafka at 127.0.0.1:1" in e for e in errors), errors
+    assert not harness.runtime.ready()
