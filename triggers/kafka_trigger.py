@@ -25,6 +25,7 @@ log = logging.getLogger("eventbus.kafka")
 
 DEFAULT_EVENT_TYPE = "dev.eventbus.kafka.record"
 COMMIT_INTERVAL = 0.5
+MISSING_TOPIC_CHECK = 5.0
 
 
 def consumer_group(trigger: Trigger) -> str:
@@ -45,6 +46,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.owner.on_revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.owner.on_assigned(list(assigned))
         log.info("partitions assigned", extra={"trigger": self.owner.trigger.key,
                                                "partitions": [f"{tp.topic}/{tp.partition}" for tp in assigned]})
 
@@ -189,13 +191,31 @@ class KafkaTrigger:
     # --- committing ---------------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
+        checked_topics_at = time.monotonic() + MISSING_TOPIC_CHECK
         while True:
             await asyncio.sleep(COMMIT_INTERVAL)
+            if checked_topics_at and time.monotonic() >= checked_topics_at:
+                checked_topics_at = 0.0
+                await self._warn_missing_topics()
             try:
                 await self._commit()
                 self._update_lag()
             except KafkaError as exc:
                 log.warning("commit failed; will retry", extra={"trigger": self.trigger.key, "error": repr(exc)})
+
+    async def _warn_missing_topics(self) -> None:
+        """A subscription to a topic that does not exist waits silently in Kafka: say so, once."""
+        consumer = self._consumer
+        if consumer is None or consumer.assignment():
+            return
+        try:
+            existing = await consumer.topics()
+        except KafkaError:
+            return
+        for topic in self.source.topics:
+            if topic not in existing:
+                log.warning("source topic does not exist; waiting for it to be created",
+                            extra={"trigger": self.trigger.key, "topic": topic, "bootstrap": self.bootstrap})
 
     async def _commit(self, only: list[TopicPartition] | None = None) -> None:
         consumer = self._consumer
@@ -232,6 +252,26 @@ class KafkaTrigger:
             total += max(0, end - t.committed)
         self._metrics.lag.set(total)
         self.lag = total
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Learn where each new partition starts, so lag is right before the first commit (KEDA's rule: no
+        committed offset counts from the log start with `earliest`, from the end with `latest`)."""
+        consumer = self._consumer
+        if consumer is None or not assigned:
+            return
+        try:
+            starts = (await consumer.beginning_offsets(assigned) if self.source.initial_offset == "earliest"
+                      else await consumer.end_offsets(assigned))
+            for tp in assigned:
+                committed = await consumer.committed(tp)
+                tracker = self.offsets.get(tp)
+                if tracker is None:
+                    tracker = self.offsets[tp] = PartitionOffsets()
+                if tracker.committed is None:
+                    tracker.mark_committed(committed if committed is not None else starts.get(tp, 0))
+        except KafkaError as exc:
+            log.warning("could not read committed offsets; lag is unknown until the first commit",
+                        extra={"trigger": self.trigger.key, "error": repr(exc)})
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Drop queued work of revoked partitions, wait for what runs, then commit their settled offsets."""

@@ -326,3 +326,29 @@ async def test_unreachable_broker_is_named_and_other_triggers_keep_running(
     errors = [str(getattr(r, "error", "")) for r in caplog.records if getattr(r, "trigger", "") == "test/dead"]
     assert any("cannot reach Kafka at 127.0.0.1:1" in e for e in errors), errors
     assert not harness.runtime.ready()
+
+
+async def test_lag_gauge_counts_backlog_before_the_first_commit(harness: Harness, unique_name: str) -> None:
+    topic = unique_name
+    await create_topic(harness.bootstrap, topic, partitions=2)
+    gate = asyncio.Event()
+
+    async def blocked(request: web.Request, body: bytes, n: int) -> web.StreamResponse:
+        await gate.wait()
+        return web.Response(status=204)
+
+    harness.fn.behaviour = blocked
+    await produce(harness.bootstrap, topic, [_binary(i) for i in range(50)])
+    await harness.start(trigger_yaml("lag", topic, ordering="none"))
+    for _ in range(100):
+        if harness.metric("eventbus_trigger_lag", "test/lag") == 50:
+            break
+        await asyncio.sleep(0.05)
+    assert harness.metric("eventbus_trigger_lag", "test/lag") == 50  # nothing settled, nothing committed yet
+    gate.set()
+    await harness.fn.wait_for(lambda: len(harness.fn.delivered_ids) == 50, what="all 50")
+    for _ in range(100):
+        if harness.metric("eventbus_trigger_lag", "test/lag") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert harness.metric("eventbus_trigger_lag", "test/lag") == 0
