@@ -19,6 +19,7 @@ import nats.js.errors
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 
 from connectors.http_ingress import BusUnavailable, EventTooLarge, InvalidTopic, NoSuchTopic
 from schemas.cloudevent import CloudEvent
@@ -111,33 +112,48 @@ class NatsTopics:
         self.connect_timeout = connect_timeout
         self.mode = mode
         self.on_no_stream = on_no_stream
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
 
     async def _get(self) -> NatsClient:
+        nc = self._nc
+        if nc is not None and not nc.is_closed:  # the hot path: no task, no lock per request
+            if not nc.is_connected:
+                raise BusUnavailable("NATS connection is down (reconnecting)")
+            return nc
         try:
             nc = await asyncio.wait_for(self._client(), self.connect_timeout)
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             raise BusUnavailable(f"NATS is unreachable: {exc!r}") from exc
         if not nc.is_connected:
             raise BusUnavailable("NATS connection is down (reconnecting)")
+        self._nc, self._js = nc, nc.jetstream()
         return nc
 
     async def publish(self, topic: str, events: Sequence[CloudEvent]) -> None:
         check_nats_subject(topic)
-        nc = await self._get()
-        js = nc.jetstream()
+        await self._get()
+        js = self._js
+        assert js is not None
         encode = to_nats_structured if self.mode == "structured" else to_nats_binary
 
         async def one(ev: CloudEvent) -> None:
             headers, payload = encode(ev)
             await js.publish(topic, payload, headers=headers, timeout=self.timeout)
 
+        async def all_events() -> None:
+            if len(events) == 1:  # the common case: no gather, no extra task
+                await one(events[0])
+            else:
+                await asyncio.gather(*(one(ev) for ev in events))
+
         try:
             try:
-                await asyncio.gather(*(one(ev) for ev in events))
+                await all_events()
             except nats.js.errors.NoStreamResponseError:
                 if self.on_no_stream is None or not await self.on_no_stream(topic):
                     raise NoSuchTopic(f"no JetStream stream covers subject {topic!r}") from None
-                await asyncio.gather(*(one(ev) for ev in events))
+                await all_events()
         except NoSuchTopic:
             raise
         except nats.errors.MaxPayloadError as exc:
