@@ -28,12 +28,6 @@ COMMIT_INTERVAL = 0.5
 MISSING_TOPIC_CHECK = 5.0
 
 
-def consumer_group(trigger: Trigger) -> str:
-    src = trigger.spec.source.kafka
-    assert src is not None
-    return src.consumer_group or f"eventbus-{trigger.metadata.namespace}-{trigger.metadata.name}"
-
-
 class KafkaUnreachable(ConnectionError):
     """The consumer could not connect to its bootstrap servers (the runtime retries with backoff)."""
 
@@ -62,7 +56,7 @@ class KafkaTrigger:
         self.source: KafkaSource = src
         self.pipeline = pipeline
         self.bootstrap = resolve_bootstrap(src.bootstrap_servers, default_bootstrap)
-        self.group = consumer_group(trigger)
+        self.group = src.group_for(trigger.key)
         self.client_id = client_id
         self.event_type = trigger.spec.event.type or DEFAULT_EVENT_TYPE
         self._source_override = trigger.spec.event.source
@@ -81,6 +75,11 @@ class KafkaTrigger:
 
     async def run(self, grace: float = 30.0) -> None:
         """Consume until `stop()`; then drain in-flight work for up to `grace` seconds and commit."""
+        # A rerun after a crash starts clean: the new consumer re-reads from the committed offsets.
+        self.ready.clear()
+        self.offsets.clear()
+        self._running.clear()
+        self._generation += 1
         consumer = make_consumer(
             bootstrap=self.bootstrap,
             group=self.group,
