@@ -275,6 +275,11 @@ class RuntimeProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
+    async def aterminate(self, timeout: float = 40.0) -> int:
+        """SIGTERM and wait in a thread: a test's function server shares the test's loop, and a runtime
+        draining an in-flight request to it would never finish if the loop were blocked in `wait`."""
+        return await asyncio.to_thread(self.terminate, timeout)
+
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace")
 

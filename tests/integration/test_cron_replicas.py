@@ -58,9 +58,10 @@ async def test_three_runtimes_fire_every_tick_exactly_once(
     try:
         await fn.wait_for(lambda: len(fn.delivered_ids) >= 62, timeout=90, what="62 ticks")
     finally:
+        codes = await asyncio.gather(*(r.aterminate() for r in runtimes), return_exceptions=True)
         for r in runtimes:
-            r.terminate()
             r.close()
+    assert codes == [0, 0, 0], f"exit codes after SIGTERM: {codes}"
     ids = fn.delivered_ids
     counts = collections.Counter(ids)
     doubled = [i for i, c in counts.items() if c > 1]

@@ -72,7 +72,7 @@ async def test_kill9_mid_stream_then_restart_delivers_everything(
     try:
         await fn.wait_for(lambda: set(fn.delivered_ids) >= ids, timeout=60, what="every id after restart")
     finally:
-        p2.terminate()
+        await p2.aterminate()
         p2.close()
     assert set(fn.delivered_ids) == ids
 
@@ -124,6 +124,6 @@ async def test_two_runtimes_rebalance_lose_nothing(
     finally:
         for p in (a, b):
             if p.proc is not None and p.proc.poll() is None:
-                p.terminate()
+                await p.aterminate()
             p.close()
     assert set(fn.delivered_ids) == ids

@@ -356,7 +356,7 @@ async def test_kill9_of_runtime_process_redelivers_with_same_ids(
         # the messages in flight at the kill come back after ackWait (timeout + 30s)
         await fn.wait_for(lambda: set(fn.delivered_ids) >= ids, timeout=90, what="every id after restart")
         await wait_consumer_settled(nats_url, stream, "eventbus-test-crash", timeout=20)
-        assert p2.terminate() == 0
+        assert await p2.aterminate() == 0
     finally:
         p2.close()
         await fn.stop()
