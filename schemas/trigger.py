@@ -322,6 +322,32 @@ class TriggerSpec(Model):
     delivery: Delivery = Field(default_factory=Delivery)
     scaling: Scaling = Field(default_factory=Scaling)
 
+    @model_validator(mode="after")
+    def _no_sink_loops(self) -> TriggerSpec:
+        """A dead-letter or reply sink that the trigger itself reads from would feed failures back forever."""
+        for name, sink in (("deadLetter", self.delivery.dead_letter), ("reply", self.delivery.reply)):
+            if sink is None:
+                continue
+            kafka, nats = self.source.kafka, self.source.nats
+            if kafka is not None and sink.kafka is not None and sink.kafka.topic in kafka.topics:
+                raise ValueError(f"delivery.{name}: topic {sink.kafka.topic!r} is also a source topic "
+                                 "(events would loop back into this trigger)")
+            if nats is not None and sink.nats is not None and subject_matches(nats.subject, sink.nats.subject):
+                raise ValueError(f"delivery.{name}: subject {sink.nats.subject!r} is covered by the source "
+                                 f"subject {nats.subject!r} (events would loop back into this trigger)")
+        return self
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, `>` one or more trailing tokens."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, token in enumerate(p):
+        if token == ">":
+            return len(s) > i
+        if i >= len(s) or (token != "*" and token != s[i]):
+            return False
+    return len(p) == len(s)
+
 
 class Metadata(Model):
     model_config = ConfigDict(extra="ignore", frozen=True)

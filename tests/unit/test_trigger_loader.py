@@ -10,7 +10,7 @@ import pytest
 
 from schemas.errors import SchemaError, SpecProblem, TriggerSpecError
 from schemas.loader import load_triggers, parse_triggers
-from schemas.trigger import Trigger
+from schemas.trigger import Trigger, subject_matches
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -430,3 +430,39 @@ def test_example_manifests_load() -> None:
     assert {t.spec.source.kind for t in triggers} == {"kafka", "nats", "cron", "http"}
     nats = next(t for t in triggers if t.spec.source.nats is not None).spec.source.nats
     assert nats is not None and nats.jetstream is not None
+
+
+def _loop_doc(source: str, sink: str) -> str:
+    return f"""apiVersion: eventbus.dev/v1alpha1
+kind: Trigger
+metadata: {{name: loop}}
+spec:
+  source: {source}
+  function: {{name: f}}
+  delivery: {{deadLetter: {sink}}}
+"""
+
+
+def test_dead_letter_topic_that_is_a_source_topic_is_rejected() -> None:
+    with pytest.raises(TriggerSpecError) as err:
+        parse_triggers(_loop_doc("{kafka: {topics: [a, orders]}}", "{kafka: {topic: orders}}"), "t.yaml")
+    assert "delivery.deadLetter: topic 'orders' is also a source topic" in str(err.value)
+
+
+def test_dead_letter_subject_covered_by_the_source_subject_is_rejected() -> None:
+    with pytest.raises(TriggerSpecError) as err:
+        parse_triggers(_loop_doc("{nats: {subject: 'orders.>'}}", "{nats: {subject: orders.dlq}}"), "t.yaml")
+    assert "subject 'orders.dlq' is covered by the source subject 'orders.>'" in str(err.value)
+
+
+def test_dead_letter_elsewhere_is_fine() -> None:
+    parse_triggers(_loop_doc("{nats: {subject: 'orders.*'}}", "{nats: {subject: orders.dlq.x}}"), "t.yaml")
+    parse_triggers(_loop_doc("{kafka: {topics: [orders]}}", "{kafka: {topic: orders.dlq}}"), "t.yaml")
+
+
+@pytest.mark.parametrize("pattern,subject,match", [
+    ("a.>", "a.b", True), ("a.>", "a.b.c", True), ("a.>", "a", False), ("a.*", "a.b", True),
+    ("a.*", "a.b.c", False), ("a.b", "a.b", True), ("a.b", "a.c", False), (">", "x", True), ("*.b", "a.b", True),
+])
+def test_subject_matching(pattern: str, subject: str, match: bool) -> None:
+    assert subject_matches(pattern, subject) is match
