@@ -40,15 +40,20 @@ from schemas.loader import parse_triggers  # noqa: E402
 from triggers.metrics import Metrics  # noqa: E402
 
 
-def bootstrap() -> str:
-    if os.environ.get("EVENTBUS_KAFKA_BOOTSTRAP"):
-        return os.environ["EVENTBUS_KAFKA_BOOTSTRAP"]
+def service_address(var: str, what: str) -> str:
+    """A server address from the environment, else from the `.services.env` that scripts/services writes."""
+    if os.environ.get(var):
+        return os.environ[var]
     env = REPO / ".services.env"
     if env.exists():
         for line in env.read_text().splitlines():
-            if "EVENTBUS_KAFKA_BOOTSTRAP=" in line:
+            if f"{var}=" in line:
                 return line.split("=", 1)[1].strip().strip('"')
-    sys.exit("no Kafka: run scripts/services up (or set EVENTBUS_KAFKA_BOOTSTRAP)")
+    sys.exit(f"no {what}: run scripts/services up (or set {var})")
+
+
+def bootstrap() -> str:
+    return service_address("EVENTBUS_KAFKA_BOOTSTRAP", "Kafka")
 
 
 def free_port() -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -32,21 +31,21 @@ from nats.aio.msg import Msg  # noqa: E402
 from nats.js.api import ConsumerConfig, StorageType  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from bench.kafka_dispatch import TimedGateway, free_port, pct, start_function, wait_port  # noqa: E402
+from bench.kafka_dispatch import (  # noqa: E402
+    TimedGateway,
+    free_port,
+    pct,
+    service_address,
+    start_function,
+    wait_port,
+)
 from eventbus.runtime import Runtime, RuntimeConfig  # noqa: E402
 from schemas.loader import parse_triggers  # noqa: E402
 from triggers.metrics import Metrics  # noqa: E402
 
 
 def nats_url() -> str:
-    if os.environ.get("EVENTBUS_NATS_URL"):
-        return os.environ["EVENTBUS_NATS_URL"]
-    env = REPO / ".services.env"
-    if env.exists():
-        for line in env.read_text().splitlines():
-            if "EVENTBUS_NATS_URL=" in line:
-                return line.split("=", 1)[1].strip().strip('"')
-    sys.exit("no NATS: run scripts/services up (or set EVENTBUS_NATS_URL)")
+    return service_address("EVENTBUS_NATS_URL", "NATS")
 
 
 async def make_stream(url: str, events: int) -> tuple[str, str]:
