@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,11 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STREAM = "BENCH_INGRESS"
 SUBJECT = "bench.ingress"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.kafka_dispatch import free_port, wait_port  # noqa: E402
 
 
 async def serve_bare(port: int, nats_url: str) -> None:
@@ -97,16 +93,6 @@ def start_server(kind: str, port: int, nats_url: str) -> subprocess.Popen[bytes]
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def wait_port(port: int) -> None:
-    for _ in range(200):
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"server on {port} did not start")
-
 
 async def main(args: argparse.Namespace) -> None:
     nats_url = os.environ.get("EVENTBUS_NATS_URL", "nats://127.0.0.1:4222")
@@ -121,7 +107,7 @@ async def main(args: argparse.Namespace) -> None:
     procs = {k: start_server(k, p, nats_url) for k, p in ports.items()}
     try:
         for p in ports.values():
-            await wait_port(p)
+            await wait_port(p, attempts=200)
         results: dict[str, list[float]] = {"ingress": [], "bare": []}
         for kind in results:  # warm-up
             await load(f"http://127.0.0.1:{ports[kind]}/topics/{SUBJECT}", 1.0, args.concurrency)

@@ -29,19 +29,16 @@ import aiohttp  # noqa: E402
 import nats  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 from nats.js.api import ConsumerConfig, StorageType  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
 
 from bench.kafka_dispatch import (  # noqa: E402
-    TimedGateway,
     free_port,
+    measure_eventbus,
     pct,
     service_address,
     start_function,
     wait_port,
 )
-from eventbus.runtime import Runtime, RuntimeConfig  # noqa: E402
-from schemas.loader import parse_triggers  # noqa: E402
-from triggers.metrics import Metrics  # noqa: E402
+from eventbus.runtime import RuntimeConfig  # noqa: E402
 
 
 def nats_url() -> str:
@@ -117,33 +114,8 @@ async def raw_ceiling(url: str, stream: str, subject: str, fn_url: str, events: 
 
 async def eventbus_run(url: str, stream: str, subject: str, gateway: str, events: int, concurrency: int,
                        ordering: str) -> dict[str, float]:
-    name = f"b{uuid.uuid4().hex[:6]}"
-    spec = f"""
-apiVersion: eventbus.dev/v1alpha1
-kind: Trigger
-metadata: {{name: {name}, namespace: bench}}
-spec:
-  source: {{nats: {{subject: '{subject}', ordering: {ordering}, jetstream: {{stream: {stream}}}}}}}
-  function: {{name: fn}}
-  delivery: {{concurrency: {concurrency}}}
-"""
-    registry = CollectorRegistry()
-    rt = Runtime(RuntimeConfig(gateway=gateway, nats=url, grace=5), metrics=Metrics(registry))
-    timed = TimedGateway(gateway)
-    rt.gateway = timed
-    await rt.start(parse_triggers(spec, "bench.yaml"))
-    key = {"trigger": f"bench/{name}"}
-    start = None
-    while True:
-        got = registry.get_sample_value("eventbus_events_delivered_total", key) or 0
-        if start is None and got > 0:
-            start = time.perf_counter() - 0.001
-        if got >= events:
-            break
-        await asyncio.sleep(0.02)  # collecting the registry costs CPU in the measured loop: poll gently
-    elapsed = time.perf_counter() - (start or 0)
-    await rt.stop()
-    return {"eps": events / elapsed, "p50": pct(timed.lat, 0.5) * 1000, "p99": pct(timed.lat, 0.99) * 1000}
+    source = f"{{nats: {{subject: '{subject}', ordering: {ordering}, jetstream: {{stream: {stream}}}}}}}"
+    return await measure_eventbus(RuntimeConfig(gateway=gateway, nats=url, grace=5), source, events, concurrency)
 
 
 async def main() -> None:
