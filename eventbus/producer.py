@@ -7,7 +7,6 @@ should), then carried by our own strict bindings.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -15,10 +14,8 @@ from typing import Any, Literal
 
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 
-from connectors.kafka import KafkaTopicWriter, make_producer, resolve_bootstrap
+from connectors.kafka import KafkaTopicWriter, KafkaWriteError, make_producer, resolve_bootstrap
 from schemas.cloudevent import AttributeValue, CloudEvent
-
-TOPIC_LOOKUP_TIMEOUT = 5.0
 
 
 class PublishError(RuntimeError):
@@ -132,18 +129,11 @@ async def publish_event(
     except Exception as exc:
         await producer.stop()
         raise PublishError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
-    try:
-        try:
-            await asyncio.wait_for(producer.partitions_for(topic), TOPIC_LOOKUP_TIMEOUT)
-        except TimeoutError:
-            raise PublishError(f"topic {topic!r} does not exist on {bootstrap} "
-                               f"(no metadata after {TOPIC_LOOKUP_TIMEOUT:g}s)") from None
+    try:  # the writer checks the topic exists first (5 s), naming it when it does not
         kb = key.encode() if isinstance(key, str) else key
         await KafkaTopicWriter(producer, topic, structured=mode == "structured").send(event, kb)
-    except PublishError:
-        raise
-    except Exception as exc:
-        raise PublishError(str(exc)) from exc
+    except KafkaWriteError as exc:
+        raise PublishError(f"{exc} (Kafka at {bootstrap})") from exc
     finally:
         await producer.stop()
 
