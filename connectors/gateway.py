@@ -1,15 +1,28 @@
-"""The HTTP client that reaches functions through the platform's gateway (aiohttp: the dispatch hot path)."""
+"""The HTTP client that reaches functions through the platform's gateway (aiohttp: the dispatch hot path).
+
+It carries the SSRF guard: every address it connects to (function URLs, `--gateway`, `--url-template`
+results, HTTP sinks) is checked against a `UrlPolicy` after DNS resolution, inside the connector's resolver,
+so a name that resolves (or later re-resolves) to a refused address is refused too: no rebinding bypass.
+By default link-local addresses (169.254.0.0/16, fe80::/10) and the cloud metadata addresses
+(169.254.169.254, fd00:ec2::254) are refused; loopback, private and public addresses are allowed.
+With `--allow-url` rules, only addresses matching a rule (a host pattern or a CIDR) are allowed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import fnmatch
+import ipaddress
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 DEFAULT_URL_TEMPLATE = "{gateway}/{namespace}/{name}"
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -23,6 +36,7 @@ class Response:
     headers: CIMultiDictProxy[str]
     body: bytes
     error: str | None = None
+    refused: bool = False  # the SSRF guard refused the address: final, never retried
 
     @property
     def ok(self) -> bool:
@@ -45,16 +59,141 @@ class Response:
 
 _EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+REFUSED_BY_DEFAULT: tuple[tuple[IpNetwork, str], ...] = (
+    (ipaddress.ip_network("169.254.169.254/32"), "the cloud metadata address"),
+    (ipaddress.ip_network("fd00:ec2::254/128"), "the cloud metadata address"),
+    (ipaddress.ip_network("169.254.0.0/16"), "a link-local address"),
+    (ipaddress.ip_network("fe80::/10"), "a link-local address"),
+)
+"""Refused unless a CIDR rule of `--allow-url` names them explicitly."""
+
+
+class UrlRefused(OSError):
+    """The SSRF guard refused an address (an OSError, so aiohttp's connector passes it through its resolver
+    error path); the message says which address, why, and how to allow it."""
+
+
+def _address(text: str) -> IpAddress:
+    ip = ipaddress.ip_address(text.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    """Where dispatches may connect: `--allow-url` rules (host patterns like `*.svc.cluster.local`, CIDRs
+    like `10.0.0.0/8`); without rules, anywhere but link-local and metadata addresses."""
+
+    hosts: tuple[str, ...] = ()
+    networks: tuple[IpNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, rules: Iterable[str]) -> UrlPolicy:
+        """Rules as given on the command line; a URL counts as its host. ValueError names a bad rule."""
+        hosts: list[str] = []
+        networks: list[IpNetwork] = []
+        for raw in rules:
+            rule = raw.strip()
+            if "://" in rule:
+                rule = URL(rule).host or ""
+            if not rule:
+                raise ValueError(f"--allow-url {raw!r}: give a host pattern, an IP address or a CIDR")
+            try:
+                networks.append(ipaddress.ip_network(rule.strip("[]"), strict=False))
+                continue
+            except ValueError:
+                pass
+            if "/" in rule or not all(c.isalnum() or c in "-.*_" for c in rule):
+                raise ValueError(f"--allow-url {raw!r}: not a host pattern (like *.svc.cluster.local) or a CIDR")
+            hosts.append(rule.lower().rstrip("."))
+        return cls(tuple(hosts), tuple(networks))
+
+    @property
+    def has_rules(self) -> bool:
+        return bool(self.hosts or self.networks)
+
+    def check(self, host: str, address: str) -> None:
+        """Raise UrlRefused unless connecting to `address` (resolved from `host`) is allowed."""
+        try:
+            ip = _address(address)
+        except ValueError:
+            raise UrlRefused(f"{address!r} (from host {host!r}) is not an IP address") from None
+        if any(ip in net for net in self.networks):
+            return
+        named = host if host == address else f"{host!r} resolves to {address}"
+        for net, what in REFUSED_BY_DEFAULT:
+            if ip in net:
+                raise UrlRefused(f"refused by the SSRF guard: {named}, {what} (allow it explicitly with "
+                                 f"--allow-url {ip}/{net.max_prefixlen})")
+        if not self.has_rules:
+            return
+        name = host.lower().rstrip(".")
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.hosts):
+            return
+        raise UrlRefused(f"refused by the SSRF guard: {named}, which matches no --allow-url rule")
+
+
+class GuardedResolver(AbstractResolver):
+    """Wraps a resolver (aiohttp's default) and keeps only the addresses the policy allows; none left is a
+    UrlRefused. The connector connects only to what this returns, so the check is on the address used."""
+
+    def __init__(self, policy: UrlPolicy, inner: AbstractResolver | None = None) -> None:
+        self.policy = policy
+        self.inner = inner
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        if self.inner is None:
+            self.inner = aiohttp.DefaultResolver()
+        results = await self.inner.resolve(host, port, family)
+        allowed: list[ResolveResult] = []
+        refusal: UrlRefused | None = None
+        for r in results:
+            try:
+                self.policy.check(host, r["host"])
+            except UrlRefused as exc:
+                refusal = exc
+                continue
+            allowed.append(r)
+        if not allowed:
+            raise refusal or UrlRefused(f"{host!r} resolved to no address")
+        return allowed
+
+    async def close(self) -> None:
+        if self.inner is not None:
+            await self.inner.close()
+
+
+def _refusal(exc: BaseException) -> UrlRefused | None:
+    """The UrlRefused behind an aiohttp connection error, if that is what it was."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, UrlRefused):
+            return seen
+        inner = getattr(seen, "os_error", None)
+        if isinstance(inner, UrlRefused):
+            return inner
+        seen = seen.__cause__
+    return None
+
 
 class GatewayClient:
     """One pooled aiohttp session shared by every trigger of a runtime."""
 
-    def __init__(self, gateway: str | None, *, url_template: str = DEFAULT_URL_TEMPLATE, limit: int = 0) -> None:
+    def __init__(self, gateway: str | None, *, url_template: str = DEFAULT_URL_TEMPLATE, limit: int = 0,
+                 url_policy: UrlPolicy | None = None, resolver: AbstractResolver | None = None) -> None:
         self.gateway = gateway.rstrip("/") if gateway else None
         self.url_template = url_template
         self._limit = limit
+        self.url_policy = url_policy or UrlPolicy()
+        self._resolver = resolver  # the resolver the guard wraps (tests inject one); default aiohttp's
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._literal: dict[str, UrlRefused | None] = {}
 
     def function_url(self, *, name: str, namespace: str) -> str:
         if self.gateway is None:
@@ -66,7 +205,8 @@ class GatewayClient:
 
     async def start(self) -> None:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ttl_dns_cache=300,
+                                             resolver=GuardedResolver(self.url_policy, self._resolver))
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
             )
@@ -84,6 +224,9 @@ class GatewayClient:
         client_timeout = self._timeouts.get(timeout)
         if client_timeout is None:
             client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
+        refused = self._check_literal(url)
+        if refused is not None:
+            return Response(0, _EMPTY, b"", str(refused), refused=True)
         try:
             async with self._session.post(
                 url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
@@ -93,11 +236,35 @@ class GatewayClient:
         except TimeoutError:
             return Response(0, _EMPTY, b"", f"timed out after {timeout:g}s")
         except aiohttp.ClientError as exc:
+            why = _refusal(exc)
+            if why is not None:
+                return Response(0, _EMPTY, b"", str(why), refused=True)
             return Response(0, _EMPTY, b"", f"{type(exc).__name__}: {exc}")
         except asyncio.CancelledError:
             raise
         except OSError as exc:
             return Response(0, _EMPTY, b"", f"{type(exc).__name__}: {exc}")
+
+
+    def _check_literal(self, url: str) -> UrlRefused | None:
+        """aiohttp does not resolve an IP-literal host, so the guard checks those here (cached per URL:
+        a runtime dispatches to a handful of URLs)."""
+        if url in self._literal:
+            return self._literal[url]
+        host = URL(url).host or ""
+        found: UrlRefused | None = None
+        try:
+            _address(host)
+        except ValueError:
+            pass  # a name: the resolver checks what it resolves to
+        else:
+            try:
+                self.url_policy.check(host, host)
+            except UrlRefused as exc:
+                found = exc
+        if len(self._literal) < 10_000:
+            self._literal[url] = found
+        return found
 
 
 class GatewayNotConfigured(RuntimeError):

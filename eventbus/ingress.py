@@ -64,10 +64,11 @@ async def ensure_ingress(rt: Runtime) -> HttpIngress:
     bus = topics_bus(rt)
     publisher = _publisher(rt, bus, [], _hooks.get(id(rt))) if bus is not None else None
     ingress = HttpIngress(
-        IngressConfig(port=cfg.http_port if cfg.http_port is not None else DEFAULT_HTTP_PORT,
-                      max_body=cfg.max_body, max_in_flight=cfg.http_max_in_flight),
+        IngressConfig(port=cfg.http_port if cfg.http_port is not None else DEFAULT_HTTP_PORT, host=cfg.http_host,
+                      max_body=cfg.max_body, max_in_flight=cfg.http_max_in_flight, limits=cfg.ingress_limits),
         topics=publisher,
         extra_routes=admin_routes(rt.ready),
+        publishers=cfg.publishers,
     )
     rt.ingress = ingress
 

@@ -15,8 +15,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from nats.aio.client import Client as NatsClient
 
-from connectors.gateway import DEFAULT_URL_TEMPLATE, GatewayClient
-from connectors.http_ingress import HttpIngress
+from connectors.gateway import DEFAULT_URL_TEMPLATE, GatewayClient, UrlPolicy
+from connectors.http_auth import PublisherAuth
+from connectors.http_ingress import HttpIngress, IngressLimits
 from connectors.kafka import make_producer, resolve_bootstrap
 from connectors.nats_client import NatsUnreachable
 from connectors.nats_client import connect as nats_connect
@@ -103,6 +104,10 @@ class RuntimeConfig:
     grace: float = 30.0
     client_id: str = "eventbus"
     timer_thread: bool = True  # run cron triggers on their own loop thread (see eventbus.timer_loop)
+    http_host: str = "127.0.0.1"  # the ingress's bind address (`run --host`, default 0.0.0.0 there)
+    publishers: PublisherAuth | None = None  # `--publishers`: bearer tokens for POST /topics
+    ingress_limits: IngressLimits = field(default_factory=IngressLimits)  # header/body/rate/connection limits
+    allow_url: tuple[str, ...] = ()  # `--allow-url`: SSRF guard rules for function and sink URLs
 
 
 TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, NatsUnreachable, ConnectionError, OSError, TimeoutError)
@@ -127,7 +132,8 @@ class Runtime:
     metrics: Metrics = field(default_factory=default_metrics)
 
     def __post_init__(self) -> None:
-        self.gateway = GatewayClient(self.config.gateway, url_template=self.config.url_template)
+        self.gateway = GatewayClient(self.config.gateway, url_template=self.config.url_template,
+                                     url_policy=UrlPolicy.parse(self.config.allow_url))
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._nats: dict[tuple[str, ...], NatsClient] = {}
         self._nats_lock = asyncio.Lock()

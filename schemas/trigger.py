@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from schemas.duration import Duration
+from schemas.names import reserved_reason
 
 API_VERSION = "eventbus.dev/v1alpha1"
 KIND = "Trigger"
@@ -145,8 +146,21 @@ class HttpAuth(Model):
 
 class HmacAuth(Model):
     header: str = "X-Hub-Signature-256"
-    secret_from: SecretRef
+    secret_from: SecretRef | None = None
+    secrets_from: list[SecretRef] | None = Field(
+        default=None, min_length=1, description="Several secrets at once (rotation): any one valid signature passes.")
     algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
+    timestamp_header: str | None = Field(
+        default=None, min_length=1,
+        description="Header with the Unix time of the delivery; the signature is then over `<timestamp>.<body>`, "
+                    "stale deliveries are refused and replays answer 409.")
+    tolerance: Annotated[Duration, Field(gt=0)] = 300.0
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> HmacAuth:
+        if (self.secret_from is None) == (self.secrets_from is None):
+            raise ValueError("set exactly one of secretFrom, secretsFrom")
+        return self
 
 
 class HttpTopic(Model):
@@ -159,6 +173,14 @@ class HttpTopic(Model):
     def _exactly_one(self) -> HttpTopic:
         if (self.kafka is None) == (self.nats is None):
             raise ValueError("exactly one of kafka, nats must be set")
+        if self.kafka is not None:
+            bus, target = "kafka", self.kafka.topic
+        else:
+            assert self.nats is not None
+            bus, target = "nats", self.nats.subject
+        why = reserved_reason(target, bus=bus, internal=False)
+        if why is not None:
+            raise ValueError(f"{bus}: {target!r} is reserved ({why})")
         return self
 
 
@@ -299,6 +321,19 @@ class Delivery(Model):
     retry: Retry = Field(default_factory=Retry)
     dead_letter: Sink | None = None
     reply: Sink | None = None
+
+    @model_validator(mode="after")
+    def _no_reserved_sinks(self) -> Delivery:
+        """Dead letters and replies must not land on the broker's or eventbus's own subjects/topics."""
+        for name, sink in (("deadLetter", self.dead_letter), ("reply", self.reply)):
+            if sink is None:
+                continue
+            for kind, target in (("kafka.topic", sink.kafka.topic if sink.kafka else None),
+                                 ("nats.subject", sink.nats.subject if sink.nats else None)):
+                why = reserved_reason(target, bus=kind.split(".")[0]) if target is not None else None
+                if why is not None:
+                    raise ValueError(f"delivery.{name}.{kind}: {target!r} is reserved ({why})")
+        return self
 
 
 class Scaling(Model):

@@ -107,8 +107,8 @@ class Pipeline:
         self.metrics.latency.observe(time.perf_counter() - started)
         if resp.ok:
             return Attempt(resp, True, "")
-        if resp.status == 0:
-            return Attempt(resp, False, resp.error or "no response")
+        if resp.status == 0:  # no answer: retried, unless the SSRF guard refused the address (final)
+            return Attempt(resp, resp.refused, resp.error or "no response")
         reason = f"function answered {resp.status}"
         snippet = resp.body[:200].decode("utf-8", "replace").strip()
         if snippet:

@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from connectors.gateway import Response
-from connectors.http_auth import Authenticator, Unauthorized
+from connectors.http_auth import Authenticator, Replayed, Unauthorized
 from connectors.http_ingress import (
     DEFAULT_EVENT_TYPE,
     HttpIngress,
@@ -102,6 +102,8 @@ class HttpTrigger:
         """Serve the path until `stop()`; then answer 503 to new requests, finish in-flight ones within
         `grace`, stop the consumer (async mode) and release the path."""
         self.ingress.add_route(self.source.path, self._handle)
+        if self.async_mode and self.topic is not None:
+            self.ingress.reserve_topic(self.topic)  # /topics must not forge events past this trigger's auth
         inner_task: asyncio.Task[None] | None = None
         lag_task = asyncio.create_task(self._lag_loop())
         try:
@@ -125,6 +127,8 @@ class HttpTrigger:
             lag_task.cancel()
             await asyncio.gather(lag_task, return_exceptions=True)
             self.ingress.remove_route(self.source.path, self._handle)
+            if self.async_mode and self.topic is not None:
+                self.ingress.release_topic(self.topic)
 
     async def _run_inner(self, grace: float) -> None:
         """Run the topic's consumer, restarting it with backoff if it fails (bus down): the HTTP path stays
@@ -173,11 +177,24 @@ class HttpTrigger:
         if self._stopping.is_set():
             raise IngressError(503, "stopping", "trigger is stopping", headers={"Retry-After": "1"})
         try:
-            self.auth.check(request.headers, body)
+            claim = self.auth.check(request.headers, body)
         except Unauthorized as exc:
             log.info("HTTP request rejected by auth", extra={"trigger": self.trigger.key, "reason": str(exc)})
             headers = {"WWW-Authenticate": exc.challenge} if exc.challenge else None
             raise IngressError(401, "unauthorized", str(exc), headers=headers) from None
+        except Replayed as exc:
+            log.info("HTTP request rejected as a replay", extra={"trigger": self.trigger.key})
+            raise IngressError(409, "replayed", str(exc)) from None
+        accepted_ = False
+        try:
+            resp = await self._handle_authenticated(request, body)
+            accepted_ = resp.status < 300
+            return resp
+        finally:
+            if not accepted_:
+                claim.release()  # not accepted: the sender's retry of this delivery must pass
+
+    async def _handle_authenticated(self, request: web.Request, body: bytes) -> web.StreamResponse:
         events = decode_or_error(request.headers, body, host=request.host, path=request.path,
                                  event_type=self.event_type, event_source=self.event_source)
         self.in_flight += 1
