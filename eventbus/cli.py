@@ -7,6 +7,7 @@ import asyncio
 import faulthandler
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -44,6 +45,7 @@ def _size(text: str) -> int:
 def _up(args: argparse.Namespace) -> int:
     from eventbus.dev_gateway import FunctionsError
     from eventbus.logs import setup_logging
+    from eventbus.security_flags import SecurityConfigError, security_settings
     from eventbus.specs import load_or_report
     from eventbus.up import UpOptions, run_up
 
@@ -54,8 +56,14 @@ def _up(args: argparse.Namespace) -> int:
     triggers = load_or_report(args.file)
     if triggers is None:
         return 1
+    try:
+        security = security_settings(args)
+    except SecurityConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
     opts = UpOptions(path=args.file, http_port=args.http_port, gateway=args.gateway, functions=args.functions,
-                     nats=args.nats, kafka=args.kafka, data_dir=Path(args.data_dir), grace=args.grace)
+                     nats=args.nats, kafka=args.kafka, data_dir=Path(args.data_dir), grace=args.grace,
+                     security=security)
     try:
         asyncio.run(run_up(opts, triggers))
     except FunctionsError as exc:
@@ -73,6 +81,8 @@ def _add_logging(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eventbus.security_flags import add_security_flags
+
     parser = argparse.ArgumentParser(prog="eventbus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -100,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--grace", type=_duration, default=10.0, help="drain time on Ctrl-C (default 10s)")
     _add_logging(up)
     _add_logging(run)
+    add_security_flags(run, default_host="0.0.0.0")
+    add_security_flags(up, default_host="127.0.0.1")
 
     cron = sub.add_parser("cron", help="cron trigger tools")
     cron_sub = cron.add_subparsers(dest="cron_command", required=True)
@@ -124,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--data", help="JSON text, or @file for a file's bytes")
     pub.add_argument("--content-type", help="datacontenttype (default application/json for --data)")
     pub.add_argument("--mode", choices=["binary", "structured"], default="binary")
+    pub.add_argument("--token", help="with --http: the publisher's bearer token (else EVENTBUS_TOKEN)")
     _add_logging(pub)
     return parser
 
@@ -143,11 +156,17 @@ def _run(args: argparse.Namespace) -> int:
     from connectors.gateway import DEFAULT_URL_TEMPLATE
     from eventbus.logs import setup_logging
     from eventbus.runtime import Runtime, RuntimeConfig
+    from eventbus.security_flags import SecurityConfigError, security_settings
     from eventbus.specs import load_or_report
 
     setup_logging(args.log_format, args.log_level)
     triggers = load_or_report(args.file)
     if triggers is None:
+        return 1
+    try:
+        security = security_settings(args)
+    except SecurityConfigError as exc:
+        print(str(exc), file=sys.stderr)
         return 1
     config = RuntimeConfig(
         gateway=args.gateway,
@@ -158,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         grace=args.grace,
         http_port=args.http_port,
         max_body=args.max_body,
+        **security,
     )
 
     async def main() -> None:
@@ -197,6 +217,7 @@ def _publish(args: argparse.Namespace) -> int:
             kafka=args.kafka, topic=args.topic, type=args.type, source=args.source, id=args.id, key=args.key,
             subject=args.subject, data=data, datacontenttype=args.content_type, mode=args.mode,
             nats=args.nats, http=args.http, ce_subject=args.ce_subject,
+            token=args.token or os.environ.get("EVENTBUS_TOKEN") or None,
         ))
     except PublishError as exc:
         print(f"publish failed: {exc}", file=sys.stderr)

@@ -22,6 +22,10 @@ class PublishError(RuntimeError):
     """The event could not be built or written (the message says which)."""
 
 
+class ReservedTopicError(PublishError):
+    """The subject or topic is reserved to the broker or to eventbus (`schemas.names`): refused unsent."""
+
+
 def build_event(
     *,
     type: str,
@@ -84,6 +88,7 @@ async def publish(
     nats: str | None = None,
     http: str | None = None,
     ce_subject: str | None = None,
+    token: str | None = None,
 ) -> CloudEvent:
     """Publish one CloudEvent and wait until the bus has it; returns the event sent.
 
@@ -96,7 +101,7 @@ async def publish(
                         datacontenttype=datacontenttype, extensions=extensions)
     nats_subject = (subject or topic) if nats is not None else None
     await publish_event(event, kafka=kafka, topic=topic, key=key, mode=mode, nats=nats, subject=nats_subject,
-                        http=http)
+                        http=http, token=token)
     return event
 
 
@@ -110,8 +115,12 @@ async def publish_event(
     nats: str | None = None,
     subject: str | None = None,
     http: str | None = None,
+    token: str | None = None,
 ) -> None:
-    """Write a built event to Kafka (`kafka`/`topic`), NATS (`nats`/`subject`) or an ingress (`http`/`topic`)."""
+    """Write a built event to Kafka (`kafka`/`topic`), NATS (`nats`/`subject`) or an ingress (`http`/`topic`,
+    with the publisher's bearer `token`). Reserved subjects and topics raise ReservedTopicError."""
+    _refuse_reserved(subject if nats is not None else topic, "nats" if nats is not None else
+                     ("kafka" if http is None else None))
     if nats is not None:
         if not subject:
             raise PublishError("publishing to NATS needs a subject")
@@ -120,7 +129,7 @@ async def publish_event(
     if not topic:
         raise PublishError("publishing to Kafka or an HTTP ingress needs a topic")
     if http is not None:
-        await _publish_http(event, http, topic, mode)
+        await _publish_http(event, http, topic, mode, token=token)
         return
     bootstrap = resolve_bootstrap([], kafka)
     producer = make_producer(bootstrap=bootstrap)
@@ -149,14 +158,26 @@ async def _publish_nats(event: CloudEvent, servers: str, subject: str,
         raise PublishError(str(exc)) from exc
 
 
+def _refuse_reserved(name: str | None, bus: str | None) -> None:
+    from schemas.names import ReservedName, check_publishable
+
+    try:
+        if name:
+            check_publishable(name, bus=bus)
+    except ReservedName as exc:
+        raise ReservedTopicError(str(exc)) from None
+
+
 async def _publish_http(event: CloudEvent, url: str, topic: str, mode: Literal["binary", "structured"],
-                        timeout: float = 30.0) -> None:
+                        timeout: float = 30.0, *, token: str | None = None) -> None:
     """POST to the ingress; its 202 comes only after the broker's ack."""
     import aiohttp
 
     from schemas.http_binding import to_binary, to_structured
 
     headers, body = to_structured(event) if mode == "structured" else to_binary(event)
+    if token:
+        headers = {**headers, "Authorization": f"Bearer {token}"}
     target = f"{url.rstrip('/')}/topics/{topic}"
     try:
         async with aiohttp.ClientSession() as session, session.post(

@@ -15,8 +15,9 @@ import asyncio
 import logging
 import shlex
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from connectors.embedded_nats import DEFAULT_STREAM, EmbeddedNats, cover_subject
 from eventbus.dev_gateway import DevGateway, load_functions
@@ -37,6 +38,7 @@ class UpOptions:
     kafka: str | None = None
     data_dir: Path = Path(".eventbus")
     grace: float = 10.0
+    security: dict[str, Any] = field(default_factory=dict)  # RuntimeConfig fields from eventbus.security_flags
 
 
 def embedded_subjects(triggers: list[Trigger]) -> list[tuple[str, str]]:
@@ -105,7 +107,7 @@ async def run_up(opts: UpOptions, triggers: list[Trigger]) -> None:
         elif gateway is None:
             log.warning("no --gateway and no --functions: only triggers with function.url can deliver")
         runtime = Runtime(RuntimeConfig(gateway=gateway, nats=nats_url, kafka=opts.kafka, http_port=opts.http_port,
-                                        grace=opts.grace))
+                                        grace=opts.grace, **opts.security))
         if embedded is not None:
             js = (await runtime.nats_client()).jetstream()
             for stream, subject in embedded_subjects(triggers):
