@@ -65,7 +65,7 @@ async def dead_letters(js: Any, stream: str) -> list[CloudEvent]:
     info = await js.stream_info(stream)
     for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else []:
         msg = await js.get_msg(stream, seq)
-        ev = from_nats(msg.headers, msg.data)
+        ev = from_nats(msg.headers, msg.data or b"")
         assert ev is not None
         out.append(ev)
     return out
