@@ -168,6 +168,18 @@ class GuardedResolver(AbstractResolver):
             await self.inner.close()
 
 
+def display_url(url: str) -> str:
+    """The URL without a password (`http://user:***@host/`): for logs, sink names and reply sources.
+    aiohttp sends URL credentials as Basic auth, so they are secrets like any other."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return url
+    if parsed.password is None:
+        return url
+    return str(parsed.with_password("***"))
+
+
 def _refusal(exc: BaseException) -> UrlRefused | None:
     """The UrlRefused behind an aiohttp connection error, if that is what it was."""
     seen: BaseException | None = exc

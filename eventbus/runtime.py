@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from nats.aio.client import Client as NatsClient
 
-from connectors.gateway import DEFAULT_URL_TEMPLATE, GatewayClient, UrlPolicy
+from connectors.gateway import DEFAULT_URL_TEMPLATE, GatewayClient, UrlPolicy, display_url
 from connectors.http_auth import PublisherAuth
 from connectors.http_ingress import HttpIngress, IngressLimits
 from connectors.kafka import make_producer, resolve_bootstrap
@@ -217,7 +217,7 @@ class Runtime:
         controller = await factory(self, trigger, pipeline)
         task = asyncio.create_task(self._supervise(controller), name=f"trigger:{trigger.key}")
         self._running[trigger.key] = _Running(trigger, controller, task)
-        log.info("trigger started", extra={"trigger": trigger.key, "source": kind, "url": pipeline.url})
+        log.info("trigger started", extra={"trigger": trigger.key, "source": kind, "url": display_url(pipeline.url)})
         return controller
 
     async def _supervise(self, controller: Controller) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from connectors.gateway import GatewayClient, Response
+from connectors.gateway import GatewayClient, Response, display_url
 from schemas import http_binding
 from schemas.cloudevent import CloudEvent, canonical_string
 from schemas.deadletter import dead_letter_event, undecodable_event
@@ -197,7 +197,7 @@ class Pipeline:
         """A 2xx with a body becomes a reply event: kept as-is if it is a CloudEvent, wrapped otherwise."""
         if not response.body and "ce-specversion" not in response.headers:
             return
-        reply = reply_event(event, response.headers, response.body, self.url)
+        reply = reply_event(event, response.headers, response.body, display_url(self.url))
         if reply is None:
             return
         await self._write_until_done(self.reply_sink, reply, "reply")  # type: ignore[arg-type]

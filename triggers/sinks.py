@@ -7,7 +7,7 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 
-from connectors.gateway import GatewayClient
+from connectors.gateway import GatewayClient, display_url
 from connectors.kafka import KafkaTopicWriter, KafkaWriteError
 from connectors.nats_publish import NatsSubjectWriter, NatsWriteError
 from schemas import http_binding
@@ -60,13 +60,13 @@ class HttpSink:
         self.gateway = gateway
         self.url = url
         self.timeout = timeout
-        self.name = f"url:{url}"
+        self.name = f"url:{display_url(url)}"
 
     async def send(self, event: CloudEvent, key: bytes | None = None) -> None:
         headers, body = http_binding.to_binary(event)
         resp = await self.gateway.post(self.url, headers, body, timeout=self.timeout)
         if not resp.ok:
-            raise SinkError(f"POST {self.url}: {resp.error or resp.status}")
+            raise SinkError(f"POST {display_url(self.url)}: {resp.error or resp.status}")
 
 
 ProducerFor = Callable[[list[str]], Awaitable[AIOKafkaProducer]]

@@ -39,10 +39,13 @@ SECRETS = {
     "SEC_KAFKA_PW": "kafkapw-S3CRET-9e9e44",
 }
 FILE_TOKEN = "pubfile-S3CRET-91bc66"
+URL_PASSWORD = "urlpw-S3CRET-77ab88"
+"""Inline in function URLs (aiohttp sends it as Basic auth): kept out of logs, answers and dead letters."""
 ALL = [*SECRETS.values(), FILE_TOKEN]
 
 
 def triggers(fn_url: str, nats_url: str, kafka: str, prefix: str) -> str:
+    fn_url = fn_url.replace("http://", f"http://app:{URL_PASSWORD}@")
     doc = "apiVersion: eventbus.dev/v1alpha1\nkind: Trigger\nmetadata: {{name: {name}, namespace: sec}}\nspec:\n{spec}"
     specs = {
         "bearer": "  source: {http: {path: /hooks/bearer, auth: {bearerTokenFrom: {env: SEC_HOOK_BEARER}}}}\n"
@@ -57,7 +60,7 @@ def triggers(fn_url: str, nats_url: str, kafka: str, prefix: str) -> str:
                      "{mechanism: SCRAM-SHA-512, username: app, passwordFrom: {env: SEC_KAFKA_PW}}}}\n"
                      f"  function: {{url: '{fn_url}'}}\n",
         "ssrf": "  source: {http: {path: /hooks/ssrf, auth: {bearerTokenFrom: {env: SEC_HOOK_BEARER}}}}\n"
-                "  function: {url: 'http://169.254.169.254/latest/meta-data/'}\n"
+                f"  function: {{url: 'http://app:{URL_PASSWORD}@169.254.169.254/latest/meta-data/'}}\n"
                 f"  delivery: {{retry: {{attempts: 2}}, deadLetter: {{nats: {{servers: ['{nats_url}'], "
                 f"subject: {prefix}.dlq}}}}}}\n",
     }
@@ -176,6 +179,8 @@ async def test_no_secret_in_any_output(fn: FunctionServer, nats_url: str, kafka_
     assert "HTTP ingress listening" in run_log and "dead-lettered event" in run_log  # the log is the real one
     assert "kafkasasl" in run_log  # and it covers the Kafka SASL path
     outputs.append(run_log)
+    assert URL_PASSWORD not in "\n".join(outputs)
+    assert "app:***@" in run_log
 
     # repr of the models and objects that hold or name secrets
     os_env = dict(os.environ)
