@@ -74,6 +74,9 @@ def add_security_flags(p: argparse.ArgumentParser, *, default_host: str) -> None
                         "429 with Retry-After above; 0 = no limit)")
     p.add_argument("--rate-burst", type=_positive_int, default=None,
                    help="requests a token may send at once (default: the rate limit)")
+    p.add_argument("--idle-timeout", type=_timeout, default=_DEFAULTS.idle_timeout,
+                   help=f"close a connection idle (or stuck in its headers) this long (default "
+                        f"{_DEFAULTS.idle_timeout:g}s)")
     p.add_argument("--max-connections", type=_positive_int, default=_DEFAULTS.max_connections,
                    help=f"open ingress connections (default {_DEFAULTS.max_connections}; a new one above gets 503)")
 
@@ -88,5 +91,6 @@ def security_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise SecurityConfigError(str(exc)) from None
     limits = IngressLimits(max_header_size=args.max_header_size, max_headers=args.max_headers,
                            body_timeout=args.body_timeout, rate_limit=args.rate_limit,
-                           rate_burst=args.rate_burst or 0, max_connections=args.max_connections)
+                           rate_burst=args.rate_burst or 0, max_connections=args.max_connections,
+                           idle_timeout=args.idle_timeout)
     return {"http_host": args.host, "publishers": publishers, "ingress_limits": limits, "allow_url": policy_rules}

@@ -345,6 +345,20 @@ async def test_max_connections(fn: FunctionServer, opened: list[Ingress]) -> Non
     assert status == 204
 
 
+async def test_half_sent_headers_are_closed_after_the_idle_timeout(fn: FunctionServer,
+                                                                    opened: list[Ingress]) -> None:
+    """Slowloris on the headers: a request line and a header or two, then nothing."""
+    ing = await start(opened, fn, http_trigger("it", "/hooks/it", url=fn.url),
+                      ingress_limits=IngressLimits(idle_timeout=1.0))
+    assert ing.runtime.ingress is not None
+    reader, writer = await _raw(ing.runtime.ingress.port, b"POST /hooks/it HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n")
+    started = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 5.0) == b""  # closed by the server
+    assert time.monotonic() - started < 3.0
+    writer.close()
+    assert (await ing.post("/hooks/it", b"{}", CE))[0] == 204
+
+
 async def test_topics_to_kafka_with_a_token(fn: FunctionServer, opened: list[Ingress], kafka_bootstrap: str,
                                             unique_name: str, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:

@@ -150,10 +150,11 @@ def test_security_flags_defaults() -> None:
     assert run["publishers"] is None and run["ingress_limits"] == IngressLimits()
     custom = security_settings(build_parser().parse_args(
         ["up", "--host", "0.0.0.0", "--rate-limit", "5", "--rate-burst", "2", "--body-timeout", "2s",
-         "--max-headers", "20", "--max-header-size", "4096", "--max-connections", "10",
+         "--max-headers", "20", "--max-header-size", "4096", "--max-connections", "10", "--idle-timeout", "5s",
          "--allow-url", "10.0.0.0/8", "--allow-url", "*.svc.cluster.local"]))
     assert custom["ingress_limits"] == IngressLimits(max_header_size=4096, max_headers=20, body_timeout=2.0,
-                                                     rate_limit=5.0, rate_burst=2, max_connections=10)
+                                                     rate_limit=5.0, rate_burst=2, max_connections=10,
+                                                     idle_timeout=5.0)
     assert custom["allow_url"] == ("10.0.0.0/8", "*.svc.cluster.local")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["up", "--body-timeout", "0"])
