@@ -435,7 +435,8 @@ class HttpIngress:
                                limit=limit, close=True)
         timeout = self.config.limits.body_timeout
         try:
-            return await asyncio.wait_for(request.read(), timeout)
+            async with asyncio.timeout(timeout):  # no extra task per request, unlike wait_for
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise IngressError(413, "too_large", f"body exceeds the limit of {limit} bytes", limit=limit,
                                close=True) from None
