@@ -158,9 +158,11 @@ async def test_no_secret_in_any_output(fn: FunctionServer, nats_url: str, kafka_
             assert await post("/hooks/ssrf", {**ce, "Authorization": f"Bearer {hook}"}) == 502
             async with http.get(base + "/metrics") as r:
                 outputs.append(await r.text())
-            # the publish CLI with right and wrong tokens, by flag and by environment
-            for args, extra in ((["--token", pub_env], {}), (["--token", pub_env + "x"], {}),
-                                ([], {"EVENTBUS_TOKEN": FILE_TOKEN}), ([], {"EVENTBUS_TOKEN": "x" + FILE_TOKEN})):
+            # the publish CLI with right and wrong tokens, by flag and by environment (once: its output
+            # does not depend on the runtime's log format)
+            cli_runs = ((["--token", pub_env], {}), (["--token", pub_env + "x"], {}),
+                        ([], {"EVENTBUS_TOKEN": FILE_TOKEN}), ([], {"EVENTBUS_TOKEN": "x" + FILE_TOKEN}))
+            for args, extra in cli_runs if log_format == "json" else ():
                 outputs.append(await asyncio.to_thread(
                     _cli, ["publish", "--http", base, "--topic", f"{prefix}.file", "--type", "t", "--source", "/s",
                            *args], {**env, **extra}))
