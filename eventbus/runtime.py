@@ -22,6 +22,7 @@ from connectors.nats_client import NatsUnreachable
 from connectors.nats_client import connect as nats_connect
 from connectors.nats_client import resolve_servers as resolve_nats_servers
 from eventbus.admin import admin_routes, start_admin
+from eventbus.scaling_service import ScalingService
 from eventbus.timer_loop import TimerLoop
 from schemas.trigger import Trigger
 from triggers.delivery import Pipeline
@@ -103,6 +104,7 @@ class RuntimeConfig:
     grace: float = 30.0
     client_id: str = "eventbus"
     timer_thread: bool = True  # run cron triggers on their own loop thread (see eventbus.timer_loop)
+    keda_port: int | None = None  # serve KEDA's external scaler (gRPC) here; None = off
 
 
 TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, NatsUnreachable, ConnectionError, OSError, TimeoutError)
@@ -141,6 +143,7 @@ class Runtime:
         self._timers: TimerLoop | None = None
         self._pending: dict[str, asyncio.Task[None]] = {}
         self._timer_keys: set[str] = set()
+        self.scaling = ScalingService(self)  # lag watchers and the scaling hint outputs
 
     # --- shared clients -----------------------------------------------------------------------
 
@@ -196,6 +199,7 @@ class Runtime:
                 await self._timers.start()
             controller = await self._timers.add(trigger)
             self._timer_keys.add(trigger.key)
+            self.scaling.add(trigger, None)
             return controller
         pipeline = Pipeline(
             trigger,
@@ -211,6 +215,7 @@ class Runtime:
         controller = await factory(self, trigger, pipeline)
         task = asyncio.create_task(self._supervise(controller), name=f"trigger:{trigger.key}")
         self._running[trigger.key] = _Running(trigger, controller, task)
+        self.scaling.add(trigger, controller)
         log.info("trigger started", extra={"trigger": trigger.key, "source": kind, "url": pipeline.url})
         return controller
 
@@ -233,6 +238,7 @@ class Runtime:
                 delay = min(delay * 2, 30.0)
 
     async def remove(self, key: str) -> None:
+        await self.scaling.remove(key)
         if key in self._timer_keys and self._timers is not None:
             self._timer_keys.discard(key)
             await self._timers.remove(key)
@@ -284,6 +290,7 @@ class Runtime:
 
     async def start(self, triggers: list[Trigger]) -> None:
         await self.gateway.start()
+        await self.scaling.start()
         if self.config.metrics_port is not None:
             self._admin = await start_admin(self.config.metrics_port, [*admin_routes(self.ready),
                                                                        *self.extra_routes])
@@ -300,6 +307,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close."""
+        await self.scaling.stop()
         for task in list(self._pending.values()):
             task.cancel()
         await asyncio.gather(*self._pending.values(), return_exceptions=True)

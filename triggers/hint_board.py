@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.jetstream_lag import JetStreamLagError
+from connectors.kafka import KafkaConfigError
 from connectors.kafka_lag import GroupQuery, KafkaLagError, KafkaLagReader
+from connectors.nats_client import NatsConfigError
 from schemas.trigger import Trigger
 from triggers.lag_watchers import InFlightWatcher, KafkaWatcher, Watcher
 from triggers.metrics import Metrics
@@ -32,7 +34,7 @@ WAKE_GAP = 0.25
 """While a trigger is active, event-driven re-reads are at most this often."""
 
 READ_ERRORS: tuple[type[BaseException], ...] = (KafkaLagError, JetStreamLagError, OSError, TimeoutError,
-                                                ConnectionError)
+                                                ConnectionError, KafkaConfigError, NatsConfigError)
 
 Listener = Callable[[Hint, Hint | None], None]
 """Called with (new, previous) whenever a trigger's hint changes what it says to an autoscaler."""
@@ -66,6 +68,8 @@ class HintBoard:
         self._thread = 0
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.errors: dict[str, str] = {}
+        """Trigger key -> why its last read failed (cleared by the next good read)."""
 
     # --- membership ---------------------------------------------------------------------------
 
@@ -211,6 +215,7 @@ class HintBoard:
         self._apply(key, seq, hint)
 
     def _failed(self, key: str, exc: BaseException) -> None:
+        self.errors[key] = f"{type(exc).__name__}: {exc}"
         st = self._states.get(key)
         if st is not None and not st.failing:
             st.failing = True
@@ -222,6 +227,7 @@ class HintBoard:
             return  # a newer read already landed
         st.applied = seq
         st.failing = False
+        self.errors.pop(key, None)
         previous, st.hint = st.hint, hint
         st.first.set()
         m = self.metrics
