@@ -16,7 +16,7 @@ from connectors.jetstream_lag import ConsumerQuery, JetStreamLagReader
 from connectors.kafka_lag import GroupLag, GroupQuery, KafkaLagReader
 from schemas.cron import Schedule, next_fires, parse_schedule
 from schemas.trigger import KafkaSource, NatsSource, Trigger
-from triggers.scaling import Hint, Reading, cron_hint, hint_for
+from triggers.scaling import TICK_SETTLE_GRACE, Hint, Reading, cron_hint, hint_for
 
 
 class WatchEnv(Protocol):
@@ -134,12 +134,16 @@ class CronWatcher:
                          in_flight=self.env.in_flight(self.trigger))
 
     def next_change(self, now: float) -> float | None:
+        """The next instant the window opens, the tick comes, or a fired tick's grace ends."""
         prewarm = self.trigger.spec.scaling.prewarm
         nxt = self._next_tick(now)
         if prewarm is None or nxt is None:
             return None
-        start = nxt - prewarm
-        return start if start > now else nxt + 0.01
+        candidates = [nxt - prewarm, nxt + 0.01]
+        if self._prev is not None:
+            candidates.append(self._prev + TICK_SETTLE_GRACE + 0.01)
+        future = [c for c in candidates if c > now]
+        return min(future) if future else None
 
 
 def watcher_for(trigger: Trigger, env: WatchEnv) -> Watcher:
