@@ -56,6 +56,7 @@ class HintPusher:
         self.make_sink = make_sink
         self.interval = trigger.spec.scaling.push_interval
         self.sent = 0
+        self.failures = 0
         self._sink: EventSink | None = None
         self._task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[Hint] | None = None
@@ -115,8 +116,15 @@ class HintPusher:
                 self._sink = await self.make_sink()
             await self._sink.send(hint_event(self.trigger, hint, datetime.now(UTC)))
         except Exception as exc:  # any failure of the receiver: retried with backoff, never fatal
-            log.warning("scaling hint push failed; retrying", extra={"trigger": self.trigger.key,
-                                                                     "error": f"{type(exc).__name__}: {exc}"})
+            self.failures += 1
+            if self.failures == 1 or self.failures % 100 == 0:  # say it once per streak, not per retry
+                log.warning("scaling hint push failed; retrying with backoff",
+                            extra={"trigger": self.trigger.key, "failures": self.failures,
+                                   "error": f"{type(exc).__name__}: {exc}"})
             return False
+        if self.failures:
+            log.info("scaling hint push works again", extra={"trigger": self.trigger.key,
+                                                             "after_failures": self.failures})
+            self.failures = 0
         self.sent += 1
         return True
