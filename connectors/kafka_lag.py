@@ -111,7 +111,8 @@ class KafkaLagReader:
         try:
             return await self._read(queries, ages)
         except KafkaError as exc:
-            self._coordinators.clear()  # a moved coordinator is the usual cause: look it up again
+            self._coordinators.clear()  # a moved coordinator, a deleted topic: look them up again
+            self._partitions.clear()
             raise KafkaLagError(f"reading lag from {self.bootstrap} failed: {exc!r}") from exc
 
     async def _read(self, queries: Sequence[GroupQuery], ages: bool) -> dict[GroupQuery, GroupLag]:

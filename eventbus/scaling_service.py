@@ -82,9 +82,14 @@ class _RuntimeEnv:
 
     def in_flight(self, trigger: Trigger) -> int:
         controller = self.service.controllers.get(trigger.key)
-        requests = getattr(controller, "in_flight", None)  # the HTTP trigger counts its requests
-        if isinstance(requests, int):
-            return requests
+        http = trigger.spec.source.http
+        if http is not None:
+            # The HTTP trigger counts its requests; its `lag` adds the internal consumer's (async mode),
+            # unless the watcher reads that topic from Kafka itself (an explicit `topic.kafka`).
+            own_topic = http.topic is not None and http.topic.kafka is not None
+            value = getattr(controller, "in_flight" if own_topic else "lag", None)
+            if isinstance(value, int):
+                return value
         gauge: Any = self.service.rt.metrics.in_flight.labels(trigger.key)
         return max(0, int(gauge._value.get()))
 
