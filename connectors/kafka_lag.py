@@ -120,21 +120,19 @@ class KafkaLagReader:
         counts = await self._partition_counts(topics)
         tps_of = {q: [TopicPartition(t, p) for t in q.topics for p in range(counts.get(t, 0))] for q in queries}
         every = sorted({tp for tps in tps_of.values() for tp in tps})
+        # log starts for `earliest` groups, asked in parallel (a never-committed partition needs them, and a
+        # second round trip would delay the first `active` of a new trigger)
+        early = sorted({tp for q in queries if q.initial_offset == "earliest" for tp in tps_of[q]})
+        ends: dict[TopicPartition, int] = {}
+        starts: dict[TopicPartition, int] = {}
+        committed: list[dict[TopicPartition, int]] = [{} for _ in queries]
         if every:
-            ends, committed = await asyncio.gather(
+            ends, starts, committed = await asyncio.gather(
                 self._consumer.end_offsets(every),
+                self._consumer.beginning_offsets(early) if early else _nothing(),
                 asyncio.gather(*(self._committed(q.group, tps_of[q]) for q in queries)),
             )
-            self.calls += 1
-        else:
-            ends, committed = {}, [{} for _ in queries]
-        # partitions without a committed offset: `earliest` counts from the log start
-        fresh = sorted({tp for q, c in zip(queries, committed, strict=True) if q.initial_offset == "earliest"
-                        for tp in tps_of[q] if tp not in c})
-        starts: dict[TopicPartition, int] = {}
-        if fresh:
-            starts = await self._consumer.beginning_offsets(fresh)
-            self.calls += 1
+            self.calls += 2 if early else 1
         heads: set[tuple[TopicPartition, int]] = set()
         plans: list[list[PartitionLag]] = []
         for q, c in zip(queries, committed, strict=True):
@@ -223,6 +221,10 @@ class KafkaLagReader:
         finally:
             consumer.assign([])
         return got
+
+
+async def _nothing() -> dict[TopicPartition, int]:
+    return {}
 
 
 def _from(row: PartitionLag, q: GroupQuery) -> int:
