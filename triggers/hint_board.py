@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prometheus_client import Gauge
+
 from connectors.jetstream_lag import JetStreamLagError
 from connectors.kafka import KafkaConfigError
 from connectors.kafka_lag import GroupQuery, KafkaLagError, KafkaLagReader
@@ -60,6 +62,7 @@ class _State:
     first: asyncio.Event = field(default_factory=asyncio.Event)
     queues: list[asyncio.Queue[Hint]] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
+    gauges: tuple[Gauge, Gauge, Gauge, Gauge] | None = None  # the trigger's children, resolved once
 
 
 def _idle(hint: Hint | None) -> bool:
@@ -253,10 +256,14 @@ class HintBoard:
         st.first.set()
         m = self.metrics
         if m is not None:
-            m.lag.labels(key).set(hint.lag)
-            m.backlog_age.labels(key).set(hint.backlog_age_seconds or 0.0)
-            m.desired_replicas.labels(key).set(hint.desired_replicas)
-            m.active.labels(key).set(1 if hint.active else 0)
+            if st.gauges is None:
+                st.gauges = (m.lag.labels(key), m.backlog_age.labels(key), m.desired_replicas.labels(key),
+                             m.active.labels(key))
+            lag, age, desired, active = st.gauges
+            lag.set(hint.lag)
+            age.set(hint.backlog_age_seconds or 0.0)
+            desired.set(hint.desired_replicas)
+            active.set(1 if hint.active else 0)
         self._schedule_change(key, st)
         if hint.same_signal(previous):
             return
@@ -289,15 +296,21 @@ class HintBoard:
         st = self._states.get(key)
         if st is None or st.wake_pending:
             return
-        w = st.watcher
-        if isinstance(w, InFlightWatcher) and w.inner is None:
-            st.seq += 1
-            self._apply(key, st.seq, w.read_now())  # no I/O: always exact
-            return
         st.wake_pending = True
+        if isinstance(st.watcher, InFlightWatcher) and st.watcher.inner is None:
+            loop.call_soon(self._read_local, key)  # no I/O: exact, once per loop turn however many events
+            return
         idle = st.hint is None or not st.hint.active
         delay = 0.0 if idle else max(0.0, st.last_read + WAKE_GAP - time.monotonic())
         loop.call_later(delay, self._spawn, key, not idle)
+
+    def _read_local(self, key: str) -> None:
+        st = self._states.get(key)
+        if st is None or not isinstance(st.watcher, InFlightWatcher):
+            return
+        st.wake_pending = False
+        st.seq += 1
+        self._apply(key, st.seq, st.watcher.read_now())
 
     def _spawn(self, key: str, ages: bool) -> None:
         st = self._states.get(key)
