@@ -352,6 +352,14 @@ class TriggerSpec(Model):
     def _prewarm_needs_cron(self) -> TriggerSpec:
         if self.scaling.prewarm is not None and self.source.cron is None:
             raise ValueError("scaling.prewarm is only used with a cron source")
+        push, kafka, nats = self.scaling.push, self.source.kafka, self.source.nats
+        if push is not None and kafka is not None and push.kafka is not None and push.kafka.topic in kafka.topics:
+            raise ValueError(f"scaling.push: topic {push.kafka.topic!r} is also a source topic "
+                             "(hints would feed back into this trigger)")
+        if push is not None and nats is not None and push.nats is not None \
+                and subject_matches(nats.subject, push.nats.subject):
+            raise ValueError(f"scaling.push: subject {push.nats.subject!r} is covered by the source subject "
+                             f"{nats.subject!r} (hints would feed back into this trigger)")
         return self
 
 

@@ -381,3 +381,32 @@ spec:
     warm = [c for c in changes if c[1] and t2 - 2.1 <= c[0] < t2 - 1.5]
     assert idle and warm, f"ticks at {t1}, {t2}; hint changes {changes}"
     assert (idle[0][2], warm[0][2]) == (0, 1)
+
+
+async def test_push_to_a_nats_subject(kafka_bootstrap: str, nats_url: str, unique_name: str, fn: FunctionServer,
+                                      runtimes: list[Rt]) -> None:
+    topic, subject = unique_name, f"{unique_name}.hints"
+    await create_topic(kafka_bootstrap, topic)
+    nc = await nats.connect(nats_url)
+    got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_msg(msg: Any) -> None:
+        await got.put({**json.loads(msg.data), "ce-type": (msg.headers or {}).get("ce-type")})
+
+    await nc.subscribe(subject, cb=on_msg)
+    try:
+        spec = kafka_trigger("natspush", topic, fn.url,
+                             scaling=f"{{push: {{nats: {{subject: {subject}}}}}, pushInterval: 200ms}}")
+        rt = await Rt(fn, kafka_bootstrap, nats_url).start(spec)
+        runtimes.append(rt)
+        first = await asyncio.wait_for(got.get(), 10)
+        assert (first["trigger"], first["active"], first["ce-type"]) == ("test/natspush", False,
+                                                                         "dev.eventbus.scaling.hint")
+        await produce(kafka_bootstrap, topic, [(None, b"x", [])])
+        while True:
+            hint = await asyncio.wait_for(got.get(), 10)
+            if hint["active"]:
+                break
+        assert hint["lag"] >= 1 and hint["function"] == fn.url
+    finally:
+        await nc.close()

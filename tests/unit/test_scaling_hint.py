@@ -122,3 +122,14 @@ def test_push_sink_and_interval_parse() -> None:
     t = _trigger(KAFKA, {"push": {"url": "http://autoscaler/hints"}, "pushInterval": "250ms"})
     assert t.spec.scaling.push is not None and t.spec.scaling.push.url == "http://autoscaler/hints"
     assert t.spec.scaling.push_interval == 0.25
+
+
+@pytest.mark.parametrize(("source", "push", "message"), [
+    (KAFKA, {"kafka": {"topic": "a"}}, "scaling.push: topic 'a' is also a source topic"),
+    ({"nats": {"subject": "o.>"}}, {"nats": {"subject": "o.hints"}}, "scaling.push: subject 'o.hints' is covered"),
+])
+def test_push_must_not_feed_the_trigger(source: dict[str, Any], push: dict[str, Any], message: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        _trigger(source, {"push": push})
