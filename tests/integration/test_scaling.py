@@ -245,6 +245,9 @@ spec:
         await _until(lambda: len(fn.received) == 2, "two in flight")
         r = await rt.wait_row("test/js", lambda r: r["lag"] == 5)  # 2 ack-pending + 3 pending
         assert r["desiredReplicas"] == 1
+        age = r["backlogAgeSeconds"]
+        assert age is not None  # the first pending message's age, growing while stalled
+        await rt.wait_row("test/js", lambda r: r["backlogAgeSeconds"] >= age + 1.0)
         gate.open.set()
         r = await rt.wait_row("test/js", lambda r: r["lag"] == 0)
         assert (r["active"], r["desiredReplicas"], r["backlogAgeSeconds"]) == (False, 0, None)
