@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--http-port", type=int, default=None,
                      help="HTTP ingress port (webhooks, POST /topics/<name>); default 8080 once an HTTP trigger runs")
     run.add_argument("--max-body", type=_size, default=1 << 20, help="ingress body limit (default 1MiB, min 64KiB)")
+    run.add_argument("--keda-port", type=int, default=None, help="serve KEDA's external scaler (gRPC) on this port")
 
     up = sub.add_parser("up", help="local mode: embedded NATS, the HTTP ingress, triggers and dev functions")
     up.add_argument("-f", "--file", default="triggers", help="Trigger YAML file or folder (default ./triggers)")
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--mode", choices=["binary", "structured"], default="binary")
     pub.add_argument("--token", help="with --http: the publisher's bearer token (else EVENTBUS_TOKEN)")
     _add_logging(pub)
+
+    lag = sub.add_parser("lag", help="print each trigger's lag and scaling hint, read from the brokers")
+    lag.add_argument("-f", "--file", required=True, help="Trigger YAML file or folder")
+    lag.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    lag.add_argument("--watch", type=_duration, default=None, help="re-read every interval (e.g. 2s)")
+    lag.add_argument("--kafka", help="default Kafka bootstrap servers (else EVENTBUS_KAFKA_BOOTSTRAP)")
+    lag.add_argument("--nats", help="default NATS servers (else EVENTBUS_NATS_URL)")
     return parser
 
 
@@ -177,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         grace=args.grace,
         http_port=args.http_port,
         max_body=args.max_body,
+        keda_port=args.keda_port,
         **security,
     )
 
@@ -243,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         return _up(args)
     if args.command == "publish":
         return _publish(args)
+    if args.command == "lag":
+        from eventbus.lag_cli import lag_command
+
+        return lag_command(args.file, args.output, args.watch, args.kafka, args.nats)
     raise AssertionError(args.command)
 
 

@@ -23,6 +23,7 @@ from connectors.nats_client import NatsUnreachable
 from connectors.nats_client import connect as nats_connect
 from connectors.nats_client import resolve_servers as resolve_nats_servers
 from eventbus.admin import admin_routes, start_admin
+from eventbus.scaling_service import ScalingService
 from eventbus.timer_loop import TimerLoop
 from schemas.trigger import Trigger
 from triggers.delivery import Pipeline
@@ -108,6 +109,7 @@ class RuntimeConfig:
     publishers: PublisherAuth | None = None  # `--publishers`: bearer tokens for POST /topics
     ingress_limits: IngressLimits = field(default_factory=IngressLimits)  # header/body/rate/connection limits
     allow_url: tuple[str, ...] = ()  # `--allow-url`: SSRF guard rules for function and sink URLs
+    keda_port: int | None = None  # serve KEDA's external scaler (gRPC) here; None = off
 
 
 TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, NatsUnreachable, ConnectionError, OSError, TimeoutError)
@@ -147,6 +149,7 @@ class Runtime:
         self._timers: TimerLoop | None = None
         self._pending: dict[str, asyncio.Task[None]] = {}
         self._timer_keys: set[str] = set()
+        self.scaling = ScalingService(self)  # lag watchers and the scaling hint outputs
 
     # --- shared clients -----------------------------------------------------------------------
 
@@ -202,6 +205,7 @@ class Runtime:
                 await self._timers.start()
             controller = await self._timers.add(trigger)
             self._timer_keys.add(trigger.key)
+            self.scaling.add(trigger, None)
             return controller
         pipeline = Pipeline(
             trigger,
@@ -217,6 +221,7 @@ class Runtime:
         controller = await factory(self, trigger, pipeline)
         task = asyncio.create_task(self._supervise(controller), name=f"trigger:{trigger.key}")
         self._running[trigger.key] = _Running(trigger, controller, task)
+        self.scaling.add(trigger, controller)
         log.info("trigger started", extra={"trigger": trigger.key, "source": kind, "url": display_url(pipeline.url)})
         return controller
 
@@ -239,6 +244,7 @@ class Runtime:
                 delay = min(delay * 2, 30.0)
 
     async def remove(self, key: str) -> None:
+        await self.scaling.remove(key)
         if key in self._timer_keys and self._timers is not None:
             self._timer_keys.discard(key)
             await self._timers.remove(key)
@@ -290,6 +296,7 @@ class Runtime:
 
     async def start(self, triggers: list[Trigger]) -> None:
         await self.gateway.start()
+        await self.scaling.start()
         if self.config.metrics_port is not None:
             self._admin = await start_admin(self.config.metrics_port, [*admin_routes(self.ready),
                                                                        *self.extra_routes])
@@ -306,6 +313,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close."""
+        await self.scaling.stop()
         for task in list(self._pending.values()):
             task.cancel()
         await asyncio.gather(*self._pending.values(), return_exceptions=True)

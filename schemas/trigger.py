@@ -337,10 +337,21 @@ class Delivery(Model):
 
 
 class Scaling(Model):
-    lag_threshold: int = Field(default=100, ge=1)
+    """The scaling hint's knobs; defaults follow KEDA's Kafka scaler (lagThreshold 10, activation 0)."""
+
+    lag_threshold: int = Field(default=10, ge=1)
     activation_lag_threshold: int = Field(default=0, ge=0)
     min_replicas: int = Field(default=0, ge=0)
     max_replicas: int = Field(default=50, ge=1)
+    allow_idle_consumers: bool = Field(
+        default=False, description="Kafka: allow more replicas than partitions (idle consumers).")
+    max_backlog_age: Annotated[Duration, Field(gt=0)] | None = Field(
+        default=None, description="One replica more while the oldest waiting event is older than this.")
+    prewarm: Annotated[Duration, Field(gt=0)] | None = Field(
+        default=None, description="Cron: active this long before each tick, until the tick settles.")
+    push: Sink | None = Field(default=None, description="Where the dev.eventbus.scaling.hint CloudEvents go.")
+    push_interval: Annotated[Duration, Field(gt=0)] = Field(
+        default=1.0, description="At most one push per interval (a trigger turning active is pushed at once).")
 
     @model_validator(mode="after")
     def _bounds(self) -> Scaling:
@@ -370,6 +381,20 @@ class TriggerSpec(Model):
             if nats is not None and sink.nats is not None and subject_matches(nats.subject, sink.nats.subject):
                 raise ValueError(f"delivery.{name}: subject {sink.nats.subject!r} is covered by the source "
                                  f"subject {nats.subject!r} (events would loop back into this trigger)")
+        return self
+
+    @model_validator(mode="after")
+    def _prewarm_needs_cron(self) -> TriggerSpec:
+        if self.scaling.prewarm is not None and self.source.cron is None:
+            raise ValueError("scaling.prewarm is only used with a cron source")
+        push, kafka, nats = self.scaling.push, self.source.kafka, self.source.nats
+        if push is not None and kafka is not None and push.kafka is not None and push.kafka.topic in kafka.topics:
+            raise ValueError(f"scaling.push: topic {push.kafka.topic!r} is also a source topic "
+                             "(hints would feed back into this trigger)")
+        if push is not None and nats is not None and push.nats is not None \
+                and subject_matches(nats.subject, push.nats.subject):
+            raise ValueError(f"scaling.push: subject {push.nats.subject!r} is covered by the source subject "
+                             f"{nats.subject!r} (hints would feed back into this trigger)")
         return self
 
 

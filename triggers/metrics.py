@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -38,13 +40,22 @@ class Metrics:
                                       ["trigger", "topic", "partition"], registry=registry)
         self.log_end_offset = Gauge("eventbus_kafka_log_end_offset", "Log-end offset (high watermark) seen.",
                                     ["trigger", "topic", "partition"], registry=registry)
-        self.lag = Gauge("eventbus_trigger_lag", "Events waiting: Kafka log-end minus committed, summed.", lbl,
-                         registry=registry)
+        self.lag = Gauge("eventbus_trigger_lag", "Events waiting, read from the broker by the lag watcher "
+                         "(Kafka: log-end minus committed over every partition; JetStream: pending + "
+                         "ack-pending; HTTP and core NATS: in flight).", lbl, registry=registry)
+        self.backlog_age = Gauge("eventbus_trigger_backlog_age_seconds", "Age of the oldest waiting event "
+                                 "(0 when nothing waits).", lbl, registry=registry)
+        self.desired_replicas = Gauge("eventbus_trigger_desired_replicas", "The scaling hint: replicas the "
+                                      "function should run.", lbl, registry=registry)
+        self.active = Gauge("eventbus_trigger_active", "1 while lag exceeds activationLagThreshold (or a cron "
+                            "trigger is pre-warming).", lbl, registry=registry)
+        self.wakers: dict[str, Callable[[], None]] = {}
+        """Trigger key -> the lag watcher's wake-up: called when an event is taken (see `_Received`)."""
 
     def for_trigger(self, trigger: str) -> TriggerMetrics:
         return TriggerMetrics(
             trigger=trigger,
-            received=self.received.labels(trigger),
+            received=_Received(self.received.labels(trigger), self.wakers, trigger),
             delivered=self.delivered.labels(trigger),
             retried=self.retried.labels(trigger),
             dead_lettered=self.dead_lettered.labels(trigger),
@@ -53,15 +64,39 @@ class Metrics:
             replies=self.replies.labels(trigger),
             latency=self.latency.labels(trigger),
             in_flight=self.in_flight.labels(trigger),
-            lag=self.lag.labels(trigger),
+            # The trigger's own (local-assignment) lag goes to a private gauge: the exported
+            # eventbus_trigger_lag comes from the lag watcher, which reads the broker.
+            lag=Gauge("eventbus_local_lag", "private", registry=None),
             family=self,
         )
+
+
+class Incrementing(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _Received:
+    """The received counter of one trigger that also wakes its lag watcher, so a scaling hint reacts to
+    the first event at once instead of at the next periodic read."""
+
+    __slots__ = ("child", "key", "wakers")
+
+    def __init__(self, child: Counter, wakers: dict[str, Callable[[], None]], key: str) -> None:
+        self.child = child
+        self.wakers = wakers
+        self.key = key
+
+    def inc(self, amount: float = 1) -> None:
+        self.child.inc(amount)
+        wake = self.wakers.get(self.key)
+        if wake is not None:
+            wake()
 
 
 @dataclass(frozen=True, slots=True)
 class TriggerMetrics:
     trigger: str
-    received: Counter
+    received: Incrementing
     delivered: Counter
     retried: Counter
     dead_lettered: Counter

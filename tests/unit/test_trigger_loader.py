@@ -98,7 +98,7 @@ def test_defaults() -> None:
     r = d.retry
     assert (r.attempts, r.backoff, r.delay, r.max_delay) == (3, "exponential", 0.2, 30.0)
     assert d.dead_letter is None and d.reply is None
-    assert t.spec.scaling.lag_threshold == 100 and t.spec.scaling.max_replicas == 50
+    assert t.spec.scaling.lag_threshold == 10 and t.spec.scaling.max_replicas == 50
     assert t.spec.filter.attributes == {}
     assert t.spec.event.type is None
 
