@@ -205,7 +205,7 @@ def test_schema_rejects_what_the_models_reject() -> None:
     assert violations(schema, two_sources) == [".spec.source: oneOf matched 2"]
     bad_duration = {**doc, "spec": {**doc["spec"], "delivery": {"timeout": "30"}}}
     assert violations(schema, bad_duration) == [
-        r".spec.delivery.timeout: does not match ^(0|(\d+(\.\d+)?(ns|us|µs|ms|s|m|h|d))+)$"
+        r".spec.delivery.timeout: does not match ^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h|d))+)$"
     ]
 
 
