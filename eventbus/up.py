@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.embedded_nats import DEFAULT_STREAM, EmbeddedNats, cover_subject
-from eventbus.dev_gateway import DevGateway, load_functions
+from eventbus.dev_gateway import DevGateway, check_function_names, load_functions
 from eventbus.ingress import DEFAULT_HTTP_PORT, set_no_stream_hook
 from eventbus.runtime import Runtime, RuntimeConfig
 from schemas.trigger import Trigger
@@ -91,6 +91,9 @@ async def run_up(opts: UpOptions, triggers: list[Trigger]) -> None:
     embedded: EmbeddedNats | None = None
     dev: DevGateway | None = None
     runtime: Runtime | None = None
+    functions = load_functions(opts.functions) if opts.functions is not None else None
+    if functions is not None and opts.functions is not None:
+        check_function_names(triggers, functions, opts.functions)  # before anything starts
     try:
         nats_url = opts.nats
         if opts.nats is None and opts.kafka is None:
@@ -98,8 +101,8 @@ async def run_up(opts: UpOptions, triggers: list[Trigger]) -> None:
             await embedded.start()
             nats_url = embedded.url
         gateway = opts.gateway
-        if opts.functions is not None:
-            dev = DevGateway(load_functions(opts.functions))
+        if functions is not None:
+            dev = DevGateway(functions)
             await dev.start()
             gateway = dev.url
         elif gateway is None:

@@ -1,0 +1,85 @@
+"""CLI failures as one sentence: `eventbus <command>: <what failed>: <why> (<what to do>)`.
+
+Every typed error a command can meet is mapped here, in one place, so no user sees a traceback unless
+they ask for one with `--debug`. Exit codes: 1 for runtime failures, 2 for usage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class CliFailure(Exception):
+    """A failure already phrased for the user."""
+
+    what: str
+    why: str | None = None
+    hint: str | None = None
+    code: int = 1
+
+    def __str__(self) -> str:
+        return self.line("")[len("eventbus : "):]
+
+    def line(self, command: str) -> str:
+        out = f"eventbus {command}: {self.what}"
+        if self.why:
+            out += f": {self.why}"
+        if self.hint:
+            out += f" ({self.hint})"
+        return out
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, TimeoutError) and not text:
+        return "timed out (no answer in time)"
+    return text or type(exc).__name__
+
+
+def describe(exc: BaseException) -> CliFailure:
+    """The sentence for an error raised by a command (imports are local: each command loads what it needs)."""
+    from connectors.embedded_nats import EmbeddedNatsError
+    from connectors.http_auth import AuthConfigError
+    from connectors.kafka import BOOTSTRAP_ENV, KafkaConfigError, KafkaWriteError
+    from connectors.nats_client import NATS_URL_ENV, NatsConfigError, NatsUnreachable
+    from connectors.nats_publish import NatsWriteError
+    from eventbus.dev_gateway import FunctionsError
+    from eventbus.producer import PublishError
+    from eventbus.secret_refs import MissingSecrets
+    from schemas.name_syntax import InvalidName
+    from triggers.kafka_trigger import KafkaUnreachable
+
+    if isinstance(exc, CliFailure):
+        return exc
+    if isinstance(exc, PublishError):
+        return CliFailure(exc.what, exc.why, exc.hint)
+    if isinstance(exc, MissingSecrets):
+        first = exc.missing[0]
+        more = f" (and {len(exc.missing) - 1} more)" if len(exc.missing) > 1 else ""
+        return CliFailure(f"trigger {first.trigger}", f"{first.field}: environment variable {first.env} is not "
+                          f"set{more}", "set it in the environment before starting; no trigger was started")
+    if isinstance(exc, InvalidName):
+        return CliFailure(f"invalid name {exc.name!r}", exc.why)
+    if isinstance(exc, KafkaConfigError):
+        return CliFailure("Kafka settings", _reason(exc), f"pass --kafka HOST:PORT or set {BOOTSTRAP_ENV}"
+                          if "bootstrap" in str(exc) else None)
+    if isinstance(exc, NatsConfigError):
+        return CliFailure("NATS settings", _reason(exc), f"pass --nats URL or set {NATS_URL_ENV}"
+                          if "no NATS servers" in str(exc) else None)
+    if isinstance(exc, AuthConfigError):
+        return CliFailure("HTTP trigger auth", _reason(exc), "set the variable before starting")
+    if isinstance(exc, NatsUnreachable | KafkaUnreachable | NatsWriteError | KafkaWriteError):
+        return CliFailure("broker", _reason(exc), "is it running? check the address")
+    if isinstance(exc, FunctionsError):
+        return CliFailure("--functions", _reason(exc), "a Python file of `async def name(event)` functions")
+    if isinstance(exc, EmbeddedNatsError):
+        return CliFailure("embedded NATS server", _reason(exc), "or pass --nats URL to use a running server")
+    if isinstance(exc, FileNotFoundError):
+        return CliFailure(f"{exc.filename or 'file'}", "no such file", "check the path")
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}" if exc.filename else type(exc).__name__
+        return CliFailure(where, exc.strerror or _reason(exc))
+    if isinstance(exc, TimeoutError):
+        return CliFailure("timed out", _reason(exc))
+    return CliFailure(type(exc).__name__, _reason(exc), "run with --debug for the traceback")
