@@ -45,7 +45,7 @@ def _size(text: str) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from eventbus.logs import setup_logging
-    from eventbus.secret_refs import require_secrets
+    from eventbus.preflight import require_brokers, require_secrets
     from eventbus.specs import default_up_path, load_some
     from eventbus.up import UpOptions, run_up
 
@@ -59,6 +59,7 @@ def _up(args: argparse.Namespace) -> int:
             functions = example_functions
     triggers = load_some(path)
     require_secrets(triggers)
+    require_brokers(triggers, kafka=args.kafka, nats=args.nats or "embedded")
     opts = UpOptions(path=path, http_port=args.http_port, gateway=args.gateway, functions=functions,
                      nats=args.nats, kafka=args.kafka, data_dir=Path(args.data_dir), grace=args.grace)
     asyncio.run(run_up(opts, triggers))
@@ -152,13 +153,14 @@ def _validate(path: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     from connectors.gateway import DEFAULT_URL_TEMPLATE
     from eventbus.logs import setup_logging
+    from eventbus.preflight import require_brokers, require_secrets
     from eventbus.runtime import Runtime, RuntimeConfig
-    from eventbus.secret_refs import require_secrets
     from eventbus.specs import load_some
 
     setup_logging(args.log_format, args.log_level)
     triggers = load_some(args.file)
     require_secrets(triggers)
+    require_brokers(triggers, kafka=args.kafka, nats=args.nats)
     config = RuntimeConfig(
         gateway=args.gateway,
         url_template=args.url_template or DEFAULT_URL_TEMPLATE,
@@ -272,6 +274,9 @@ def _spec_failure(exc: Exception) -> CliFailure:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "cron":
         from eventbus.cron import cron_next
+        from eventbus.specs import load_some
+
+        load_some(args.file)  # a missing or empty path fails here as one sentence
 
         return cron_next(args.file, args.count)
     if args.command == "validate":

@@ -62,13 +62,17 @@ def load_functions(path: str | Path) -> dict[str, Function]:
     return found
 
 
+class UnknownFunctions(FunctionsError):
+    """Triggers name functions the file does not define."""
+
+
 def check_function_names(triggers: list[Trigger], functions: dict[str, Function], path: str | Path) -> None:
     """Refuse triggers naming a function the file does not define: their events would be accepted, then
     answered 404 by this gateway and lost to the dead-letter sink or dropped."""
     unknown = sorted({f"{t.key} -> {t.spec.function.name}" for t in triggers
                       if t.spec.function.name is not None and t.spec.function.name not in functions})
     if unknown:
-        raise FunctionsError(f"{path} does not define the function(s) these triggers name: {', '.join(unknown)}; "
+        raise UnknownFunctions(f"{path} does not define the function(s) these triggers name: {', '.join(unknown)}; "
                              f"it defines: {', '.join(sorted(functions))}")
 
 

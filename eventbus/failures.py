@@ -44,9 +44,9 @@ def describe(exc: BaseException) -> CliFailure:
     from connectors.kafka import BOOTSTRAP_ENV, KafkaConfigError, KafkaWriteError
     from connectors.nats_client import NATS_URL_ENV, NatsConfigError, NatsUnreachable
     from connectors.nats_publish import NatsWriteError
-    from eventbus.dev_gateway import FunctionsError
+    from eventbus.dev_gateway import FunctionsError, UnknownFunctions
+    from eventbus.preflight import MissingSecrets, NoBroker
     from eventbus.producer import PublishError
-    from eventbus.secret_refs import MissingSecrets
     from schemas.name_syntax import InvalidName
     from triggers.kafka_trigger import KafkaUnreachable
 
@@ -59,14 +59,19 @@ def describe(exc: BaseException) -> CliFailure:
         more = f" (and {len(exc.missing) - 1} more)" if len(exc.missing) > 1 else ""
         return CliFailure(f"trigger {first.trigger}", f"{first.field}: environment variable {first.env} is not "
                           f"set{more}", "set it in the environment before starting; no trigger was started")
+    if isinstance(exc, NoBroker):
+        why = f"no {exc.broker} servers (none in the trigger, no {exc.flag.split()[0]}, no {exc.env})"
+        return CliFailure(f"trigger {exc.trigger}", why, f"pass {exc.flag} or set {exc.env}; no trigger was started")
+    if isinstance(exc, UnknownFunctions):
+        return CliFailure("--functions", _reason(exc), "define them there, or fix the triggers' function.name")
     if isinstance(exc, InvalidName):
         return CliFailure(f"invalid name {exc.name!r}", exc.why)
     if isinstance(exc, KafkaConfigError):
-        return CliFailure("Kafka settings", _reason(exc), f"pass --kafka HOST:PORT or set {BOOTSTRAP_ENV}"
-                          if "bootstrap" in str(exc) else None)
+        return CliFailure("Kafka settings", _reason(exc), None if "bootstrap" in str(exc) else
+                          f"Kafka servers come from the trigger, --kafka or {BOOTSTRAP_ENV}")
     if isinstance(exc, NatsConfigError):
-        return CliFailure("NATS settings", _reason(exc), f"pass --nats URL or set {NATS_URL_ENV}"
-                          if "no NATS servers" in str(exc) else None)
+        return CliFailure("NATS settings", _reason(exc), None if "no NATS servers" in str(exc) else
+                          f"NATS servers come from the trigger, --nats or {NATS_URL_ENV}")
     if isinstance(exc, AuthConfigError):
         return CliFailure("HTTP trigger auth", _reason(exc), "set the variable before starting")
     if isinstance(exc, NatsUnreachable | KafkaUnreachable | NatsWriteError | KafkaWriteError):

@@ -145,7 +145,7 @@ def check_target(*, topic: str | None, nats: str | None, subject: str | None) ->
     try:
         validate_topic(topic)
     except InvalidName as exc:
-        raise PublishError(f"invalid name {topic!r}", exc.why) from exc
+        raise PublishError(f"invalid name {topic!r}", exc.why, "topic names are 1-249 of A-Z a-z 0-9 . _ -") from exc
 
 
 async def publish_event(

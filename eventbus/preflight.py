@@ -1,4 +1,5 @@
-"""Every secret a set of triggers names (`...From: {env: NAME}`), checked before any trigger starts.
+"""Checks before any trigger starts: every secret the triggers name (`...From: {env: NAME}`) is set, and
+every trigger has a broker address.
 
 Why up front: a missing variable found while starting the third trigger used to stop the first two again
 and name no trigger; checked here, the message names the trigger and the field, and nothing has started.
@@ -61,3 +62,26 @@ def require_secrets(triggers: list[Trigger]) -> None:
     missing = missing_secrets(triggers)
     if missing:
         raise MissingSecrets(missing)
+
+
+class NoBroker(RuntimeError):
+    """A trigger names no servers and the runtime has no default for its broker."""
+
+    def __init__(self, trigger: str, broker: str, flag: str, env: str) -> None:
+        super().__init__(f"trigger {trigger}: no {broker} servers")
+        self.trigger, self.broker, self.flag, self.env = trigger, broker, flag, env
+
+
+def require_brokers(triggers: list[Trigger], *, kafka: str | None, nats: str | None) -> None:
+    """Raise NoBroker for the first trigger whose source has no servers and no runtime default."""
+    from connectors.kafka import BOOTSTRAP_ENV
+    from connectors.nats_client import NATS_URL_ENV
+
+    has_kafka = bool(kafka or os.environ.get(BOOTSTRAP_ENV))
+    has_nats = bool(nats or os.environ.get(NATS_URL_ENV))
+    for t in triggers:
+        src = t.spec.source
+        if src.kafka is not None and not src.kafka.bootstrap_servers and not has_kafka:
+            raise NoBroker(t.key, "Kafka", "--kafka HOST:PORT", BOOTSTRAP_ENV)
+        if src.nats is not None and not src.nats.servers and not has_nats:
+            raise NoBroker(t.key, "NATS", "--nats URL", NATS_URL_ENV)
