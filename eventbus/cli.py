@@ -276,7 +276,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from eventbus.cron import cron_next
         from eventbus.specs import load_some
 
-        load_some(args.file)  # a missing or empty path fails here as one sentence
+        if args.count > 0:  # (cron_next refuses a bad count first)
+            load_some(args.file)  # a missing or empty path fails here as one sentence
 
         return cron_next(args.file, args.count)
     if args.command == "validate":
