@@ -6,6 +6,7 @@ they ask for one with `--debug`. Exit codes: 1 for runtime failures, 2 for usage
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -82,9 +83,11 @@ def describe(exc: BaseException) -> CliFailure:
         return CliFailure("embedded NATS server", _reason(exc), "or pass --nats URL to use a running server")
     if isinstance(exc, FileNotFoundError):
         return CliFailure(f"{exc.filename or 'file'}", "no such file", "check the path")
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}" if exc.filename else type(exc).__name__
-        return CliFailure(where, exc.strerror or _reason(exc))
+    if (isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE) or "address already in use" in str(exc):
+        return CliFailure("cannot listen", _reason(exc),
+                          "pass another --http-port or --metrics-port, or stop what uses that port")
+    if isinstance(exc, OSError) and exc.filename:
+        return CliFailure(str(exc.filename), exc.strerror or _reason(exc), "check the path and its permissions")
     if isinstance(exc, TimeoutError):
-        return CliFailure("timed out", _reason(exc))
+        return CliFailure("timed out", _reason(exc), "is the server there reachable? --debug shows where")
     return CliFailure(type(exc).__name__, _reason(exc), "run with --debug for the traceback")
