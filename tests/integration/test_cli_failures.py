@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -220,3 +221,14 @@ def test_up_refuses_triggers_naming_undefined_functions(tmp_path: Path) -> None:
     fails(done, "up", "cli/tick -> tick", "it defines: hello")
     fails(eventbus("up", "-f", str(tmp_path / "t.yaml"), "--functions", str(tmp_path / "none.py"), timeout=30),
           "up", "none.py", "no such file")
+
+
+def test_port_in_use(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(CRON_TRIGGER)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = eventbus("run", "-f", str(tmp_path), "--gateway", "http://127.0.0.1:9", "--metrics-port", port,
+                        timeout=30)
+        fails(done, "run", "cannot listen", port, "--metrics-port")
