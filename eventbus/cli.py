@@ -244,31 +244,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(command: str, exc: Exception, *, debug: bool) -> int:
     """Print the one-line sentence for `exc` (after the traceback with --debug); the exit code."""
-    from schemas.errors import TriggerSpecError
+    from eventbus.failures import describe
 
     if debug:
         traceback.print_exc()
-    if isinstance(exc, TriggerSpecError):
-        failure = _spec_failure(exc)
-    else:
-        from eventbus.failures import describe
-
-        failure = describe(exc)
+    failure = describe(exc)
+    for line in failure.details:
+        print(line, file=sys.stderr)
     print(failure.line(command), file=sys.stderr, flush=True)
     return failure.code
-
-
-def _spec_failure(exc: Exception) -> CliFailure:
-    """Trigger YAML problems: each one on its own line (`file#doc field: problem`), then the sentence."""
-    from schemas.errors import TriggerSpecError
-
-    assert isinstance(exc, TriggerSpecError)
-    if len(exc.problems) == 1:
-        return CliFailure("cannot load triggers", str(exc.problems[0]), "fix it; eventbus validate -f PATH checks")
-    for problem in exc.problems:
-        print(str(problem), file=sys.stderr)
-    return CliFailure("cannot load triggers", f"{len(exc.problems)} problems in trigger specs (listed above)",
-                      "fix them; eventbus validate -f PATH checks")
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -18,6 +18,8 @@ class CliFailure(Exception):
     why: str | None = None
     hint: str | None = None
     code: int = 1
+    details: tuple[str, ...] = ()
+    """Lines printed before the sentence (every problem of a set of Trigger files)."""
 
     def __str__(self) -> str:
         return self.line("")[len("eventbus : "):]
@@ -48,11 +50,18 @@ def describe(exc: BaseException) -> CliFailure:
     from eventbus.dev_gateway import FunctionsError, UnknownFunctions
     from eventbus.preflight import MissingSecrets, NoBroker
     from eventbus.producer import PublishError
+    from schemas.errors import TriggerSpecError
     from schemas.name_syntax import InvalidName
     from triggers.kafka_trigger import KafkaUnreachable
 
     if isinstance(exc, CliFailure):
         return exc
+    if isinstance(exc, TriggerSpecError):
+        if len(exc.problems) == 1:
+            return CliFailure("cannot load triggers", str(exc.problems[0]),
+                              "fix it; eventbus validate -f PATH checks")
+        return CliFailure("cannot load triggers", f"{len(exc.problems)} problems in trigger specs (listed above)",
+                          "fix them; eventbus validate -f PATH checks", details=tuple(map(str, exc.problems)))
     if isinstance(exc, PublishError):
         return CliFailure(exc.what, exc.why, exc.hint)
     if isinstance(exc, MissingSecrets):

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
+import shutil
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +66,15 @@ def example_topic(triggers: list[Trigger]) -> str:
     return "events"
 
 
+def eventbus_command() -> str:
+    """How to type `eventbus` in this shell: bare when it is on PATH, else its path (`.venv/bin/eventbus`)."""
+    exe = Path(sys.executable).parent / "eventbus"
+    if not exe.exists() or shutil.which("eventbus") == str(exe):
+        return "eventbus"
+    rel = os.path.relpath(exe)
+    return rel if not rel.startswith("..") else str(exe)
+
+
 def banner(triggers: list[Trigger], port: int, bus: str) -> str:
     base = f"http://localhost:{port}"
     lines = [f"eventbus is up: ingress {base}, bus {bus}, {len(triggers)} trigger(s)"]
@@ -76,7 +88,7 @@ def banner(triggers: list[Trigger], port: int, bus: str) -> str:
                      "-d '{\"hello\": \"world\"}'")
     topic = example_topic(triggers)
     lines.append("Publish to a topic:")
-    lines.append(f"  eventbus publish --http {base} --topic {shlex.quote(topic)} --type com.example.hello "
+    lines.append(f"  {eventbus_command()} publish --http {base} --topic {shlex.quote(topic)} --type com.example.hello "
                  "--source /cli --data '{\"hello\": \"world\"}'")
     lines.append("Ctrl-C stops (undelivered events are kept in .eventbus/).")
     return "\n".join(lines)

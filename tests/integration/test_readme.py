@@ -111,7 +111,10 @@ def shell(tmp_path: Path, kafka_bootstrap: str, nats_url: str) -> Iterator[Shell
 def test_quick_start_and_publishing(shell: Shell) -> None:
     [up_block] = blocks("quickstart-up")
     up, log = shell.start(up_block, "up")
-    wait_for(log, up, "eventbus is up", timeout=120)
+    banner = wait_for(log, up, "eventbus is up", "Ctrl-C stops", timeout=120).splitlines()
+    suggested = banner[banner.index("Publish to a topic:") + 1].strip()  # the banner's own example works as shown
+    assert "/cli" in suggested and "--http http://localhost:" in suggested
+    shell.run(suggested + "\n")
     for block in blocks("quickstart"):
         shell.run(block)
     wait_for(log, up, "hello: got com.example.webhook", "hello: got com.example.hello", "source=/cli")

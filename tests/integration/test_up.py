@@ -154,7 +154,7 @@ def test_up_without_f_runs_the_quick_start(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "eventbus", "up", "--http-port", str(port), "--data-dir",
                                  str(tmp_path / "data")], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a loaded CI machine
         while "eventbus is up" not in log.read_text() and time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()
             time.sleep(0.1)
