@@ -56,6 +56,9 @@ _NORMAL: dict[str, re.Pattern[str]] = {
 }
 
 
+_REFUSED = re.compile(r"ConnectionRefusedError|Connect call failed|UnexpectedEOF|StaleConnection")
+
+
 class NormalClientNoise(logging.Filter):
     """Client-library lines that are normal on a healthy system are kept at debug (shown with --log-level
     debug only), so an ERROR in the log means something is wrong."""
@@ -63,13 +66,20 @@ class NormalClientNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno <= logging.DEBUG:
             return True
-        root = record.name.split(".", 1)[0]
-        pattern = _NORMAL.get(root)
-        if pattern is None or not pattern.search(record.getMessage()):
+        if not self._normal(record):
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         record.exc_info = None
         return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+    @staticmethod
+    def _normal(record: logging.LogRecord) -> bool:
+        if record.name == "eventbus.nats" and record.getMessage() == "NATS error":
+            # each refused (re)connect attempt: the runtime reports the unreachable server once per try,
+            # naming it, and a lost connection is logged as "NATS disconnected"
+            return bool(_REFUSED.search(str(getattr(record, "error", ""))))
+        pattern = _NORMAL.get(record.name.split(".", 1)[0])
+        return pattern is not None and bool(pattern.search(record.getMessage()))
 
 
 def setup_logging(fmt: str = "text", level: str = "info") -> None:

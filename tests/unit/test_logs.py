@@ -33,6 +33,8 @@ def _emit() -> None:
         "Group Coordinator Request failed: [Error 15] CoordinatorNotAvailableError")
     logging.getLogger("aiokafka.client").error('Unable connect to "127.0.0.1:1": [Errno 111] Connect call failed')
     logging.getLogger("aiokafka.consumer.group_coordinator").error("Heartbeat session expired - marking dead")
+    logging.getLogger("eventbus.nats").warning(
+        "NATS error", extra={"error": "ConnectionRefusedError(111, \"Connect call failed ('127.0.0.1', 1)\")"})
     logging.getLogger("eventbus.runtime").error("trigger failed; restarting")
 
 
