@@ -10,9 +10,11 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from eventbus.failures import CliFailure
 from schemas.duration import parse_duration
 
 log = logging.getLogger("eventbus.cli")
@@ -43,35 +45,28 @@ def _size(text: str) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from eventbus.dev_gateway import FunctionsError
     from eventbus.logs import setup_logging
-    from eventbus.security_flags import SecurityConfigError, security_settings
-    from eventbus.specs import load_or_report
+    from eventbus.preflight import require_brokers, require_secrets
+    from eventbus.security_flags import security_settings
+    from eventbus.specs import default_up_path, load_some
     from eventbus.up import UpOptions, run_up
 
     setup_logging(args.log_format, args.log_level)
     if args.gateway and args.functions:
-        print("use --gateway or --functions, not both", file=sys.stderr)
-        return 2
-    triggers = load_or_report(args.file)
-    if triggers is None:
-        return 1
-    try:
-        security = security_settings(args)
-    except SecurityConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    opts = UpOptions(path=args.file, http_port=args.http_port, gateway=args.gateway, functions=args.functions,
+        raise CliFailure("--gateway and --functions", "both given", "use one of them", code=2)
+    path, functions = args.file, args.functions
+    if path is None:
+        path, example_functions = default_up_path()
+        if functions is None and args.gateway is None:
+            functions = example_functions
+    triggers = load_some(path)
+    require_secrets(triggers)
+    require_brokers(triggers, kafka=args.kafka, nats=args.nats or "embedded")
+    security = security_settings(args)
+    opts = UpOptions(path=path, http_port=args.http_port, gateway=args.gateway, functions=functions,
                      nats=args.nats, kafka=args.kafka, data_dir=Path(args.data_dir), grace=args.grace,
                      security=security)
-    try:
-        asyncio.run(run_up(opts, triggers))
-    except FunctionsError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except Exception as exc:
-        log.error(f"eventbus up failed: {type(exc).__name__}: {exc}")
-        return 1
+    asyncio.run(run_up(opts, triggers))
     return 0
 
 
@@ -80,10 +75,19 @@ def _add_logging(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one sentence (`eventbus publish: invalid arguments: ... (see eventbus publish --help)`),
+    exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: invalid arguments: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from eventbus.security_flags import add_security_flags
 
-    parser = argparse.ArgumentParser(prog="eventbus", description=__doc__)
+    parser = _Parser(prog="eventbus", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the triggers defined in a file or folder")
@@ -101,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keda-port", type=int, default=None, help="serve KEDA's external scaler (gRPC) on this port")
 
     up = sub.add_parser("up", help="local mode: embedded NATS, the HTTP ingress, triggers and dev functions")
-    up.add_argument("-f", "--file", default="triggers", help="Trigger YAML file or folder (default ./triggers)")
+    up.add_argument("-f", "--file", default=None,
+                    help="Trigger YAML file or folder (default ./triggers if it holds YAML, else the quick start's "
+                         "examples/quickstart/triggers with its functions)")
     up.add_argument("--http-port", type=int, default=8080, help="HTTP ingress port (default 8080)")
     up.add_argument("--gateway", help="gateway base URL (instead of --functions)")
     up.add_argument("--functions", help="Python file whose `async def name(event)` functions serve as the gateway")
@@ -132,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--type", required=True)
     pub.add_argument("--source", required=True)
     pub.add_argument("--id")
-    pub.add_argument("--key")
+    pub.add_argument("--key", help="the Kafka record key; the partitionkey extension over --nats and --http")
+    pub.add_argument("--core", action="store_true",
+                     help="with --nats: core NATS publish, fire-and-forget (nothing stored, no ack)")
     pub.add_argument("--subject", help="with --nats: the NATS subject; otherwise the event's subject attribute")
     pub.add_argument("--data", help="JSON text, or @file for a file's bytes")
     pub.add_argument("--content-type", help="datacontenttype (default application/json for --data)")
@@ -146,16 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     lag.add_argument("--watch", type=_duration, default=None, help="re-read every interval (e.g. 2s)")
     lag.add_argument("--kafka", help="default Kafka bootstrap servers (else EVENTBUS_KAFKA_BOOTSTRAP)")
     lag.add_argument("--nats", help="default NATS servers (else EVENTBUS_NATS_URL)")
+
+    for p in (run, up, cron_next, val, pub, lag):  # `--debug` after the command works too
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
 def _validate(path: str) -> int:
-    from eventbus.specs import load_or_report
+    from eventbus.specs import load_some
 
-    triggers = load_or_report(path)
-    if triggers is None:
-        return 1
-    for t in triggers:
+    for t in load_some(path):
         print(f"ok  {t.key}  source={t.spec.source.kind}")
     return 0
 
@@ -163,19 +171,16 @@ def _validate(path: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     from connectors.gateway import DEFAULT_URL_TEMPLATE
     from eventbus.logs import setup_logging
+    from eventbus.preflight import require_brokers, require_secrets
     from eventbus.runtime import Runtime, RuntimeConfig
-    from eventbus.security_flags import SecurityConfigError, security_settings
-    from eventbus.specs import load_or_report
+    from eventbus.security_flags import security_settings
+    from eventbus.specs import load_some
 
     setup_logging(args.log_format, args.log_level)
-    triggers = load_or_report(args.file)
-    if triggers is None:
-        return 1
-    try:
-        security = security_settings(args)
-    except SecurityConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+    triggers = load_some(args.file)
+    require_secrets(triggers)
+    require_brokers(triggers, kafka=args.kafka, nats=args.nats)
+    security = security_settings(args)
     config = RuntimeConfig(
         gateway=args.gateway,
         url_template=args.url_template or DEFAULT_URL_TEMPLATE,
@@ -190,49 +195,60 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     async def main() -> None:
-        await Runtime(config).run_until_signal(triggers)
+        runtime = Runtime(config)
+        try:
+            await runtime.run_until_signal(triggers)
+        except BaseException:
+            await runtime.stop()  # a failed start: close what it opened (sessions, clients) before exiting
+            raise
 
-    try:
-        asyncio.run(main())
-    except Exception as exc:
-        log.error(f"eventbus run failed: {type(exc).__name__}: {exc}")
-        return 1
+    asyncio.run(main())
     return 0
 
 
 def _publish(args: argparse.Namespace) -> int:
     from eventbus.logs import setup_logging
-    from eventbus.producer import PublishError, publish
+    from eventbus.producer import build_event, check_target, publish_event
 
     setup_logging(args.log_format, args.log_level)
+    if args.nats is not None and not args.subject:
+        raise CliFailure("--nats", "needs --subject (the NATS subject)", "add --subject S", code=2)
+    if args.nats is None and not args.topic:
+        raise CliFailure("--topic", "required", "add --topic T, or use --nats URL --subject S", code=2)
+    if args.core and args.nats is None:
+        raise CliFailure("--core", "applies to --nats only", "drop --core, or publish with --nats", code=2)
+    if sum(x is not None for x in (args.kafka, args.nats, args.http)) > 1:
+        raise CliFailure("--kafka, --nats, --http", "more than one given", "publish to one of them", code=2)
+    subject = args.subject if args.nats is not None else None
+    check_target(topic=args.topic, nats=args.nats, subject=subject)  # names before files or the network
     data: Any = None
     if args.data is not None:
         if args.data.startswith("@"):
-            data = Path(args.data[1:]).read_bytes()
+            try:
+                data = Path(args.data[1:]).read_bytes()
+            except OSError as exc:
+                raise CliFailure(f"--data {args.data}", exc.strerror or str(exc),
+                                 "@FILE reads that file's bytes; check the path") from exc
         else:
             try:
                 data = json.loads(args.data)
             except json.JSONDecodeError as exc:
-                print(f"--data: not valid JSON ({exc}); use @file for raw bytes", file=sys.stderr)
-                return 2
-    if args.nats is not None and not args.subject:
-        print("--nats needs --subject (the NATS subject)", file=sys.stderr)
-        return 2
-    if args.nats is None and not args.topic:
-        print("--topic is required (or --nats URL --subject S)", file=sys.stderr)
-        return 2
-    try:
-        event = asyncio.run(publish(
-            kafka=args.kafka, topic=args.topic, type=args.type, source=args.source, id=args.id, key=args.key,
-            subject=args.subject, data=data, datacontenttype=args.content_type, mode=args.mode,
-            nats=args.nats, http=args.http, ce_subject=args.ce_subject,
-            token=args.token or os.environ.get("EVENTBUS_TOKEN") or None,
-        ))
-    except PublishError as exc:
-        print(f"publish failed: {exc}", file=sys.stderr)
-        return 1
+                raise CliFailure("--data", f"not valid JSON ({exc})", "quote it as JSON, or use @file for raw bytes",
+                                 code=2) from exc
+    attr_subject = args.ce_subject if args.nats is not None else (args.ce_subject or args.subject)
+    event = build_event(type=args.type, source=args.source, data=data, id=args.id, subject=attr_subject,
+                        datacontenttype=args.content_type)
+    receipt = asyncio.run(publish_event(event, kafka=args.kafka, topic=args.topic, key=args.key, mode=args.mode,
+                                        nats=args.nats, subject=subject, http=args.http, core=args.core,
+                                        token=args.token or os.environ.get("EVENTBUS_TOKEN") or None))
     where = {"subject": args.subject} if args.nats is not None else {"topic": args.topic}
-    print(json.dumps({"published": event.id, **where}))
+    out: dict[str, Any] = {"published": event.id, **where, "stored": receipt.stored}
+    if receipt.stream is not None:
+        out.update(stream=receipt.stream, seq=receipt.seq)
+    print(json.dumps(out))
+    if not receipt.stored:
+        print("eventbus publish: sent with --core: fire-and-forget, not stored; subscribers not connected now "
+              "will never see it", file=sys.stderr)
     return 0
 
 
@@ -240,8 +256,35 @@ def main(argv: list[str] | None = None) -> int:
     # `kill -USR1 <pid>` prints every thread's stack to stderr: the first question about a stuck runtime.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = build_parser().parse_args(argv)
+    command = args.command + (" " + args.cron_command if args.command == "cron" else "")
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return _fail(command, exc, debug=args.debug)
+
+
+def _fail(command: str, exc: Exception, *, debug: bool) -> int:
+    """Print the one-line sentence for `exc` (after the traceback with --debug); the exit code."""
+    from eventbus.failures import describe
+
+    if debug:
+        traceback.print_exc()
+    failure = describe(exc)
+    for line in failure.details:
+        print(line, file=sys.stderr)
+    print(failure.line(command), file=sys.stderr, flush=True)
+    return failure.code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "cron":
         from eventbus.cron import cron_next
+        from eventbus.specs import load_some
+
+        if args.count > 0:  # (cron_next refuses a bad count first)
+            load_some(args.file)  # a missing or empty path fails here as one sentence
 
         return cron_next(args.file, args.count)
     if args.command == "validate":

@@ -27,6 +27,7 @@ from connectors.http_ingress import decode_request
 from schemas import http_binding
 from schemas.cloudevent import CloudEvent
 from schemas.errors import SchemaError
+from schemas.trigger import Trigger
 
 log = logging.getLogger("eventbus.functions")
 
@@ -59,6 +60,20 @@ def load_functions(path: str | Path) -> dict[str, Function]:
     if not found:
         raise FunctionsError(f"{path}: defines no `async def name(event)` function")
     return found
+
+
+class UnknownFunctions(FunctionsError):
+    """Triggers name functions the file does not define."""
+
+
+def check_function_names(triggers: list[Trigger], functions: dict[str, Function], path: str | Path) -> None:
+    """Refuse triggers naming a function the file does not define: their events would be accepted, then
+    answered 404 by this gateway and lost to the dead-letter sink or dropped."""
+    unknown = sorted({f"{t.key} -> {t.spec.function.name}" for t in triggers
+                      if t.spec.function.name is not None and t.spec.function.name not in functions})
+    if unknown:
+        raise UnknownFunctions(f"{path} does not define the function(s) these triggers name: {', '.join(unknown)}; "
+                             f"it defines: {', '.join(sorted(functions))}")
 
 
 def answer(result: Any) -> web.Response:

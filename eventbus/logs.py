@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -39,9 +40,52 @@ class TextFormatter(logging.Formatter):
         return base
 
 
+_NORMAL: dict[str, re.Pattern[str]] = {
+    # a fresh broker or group: the coordinator is elected a moment after the first request
+    "aiokafka": re.compile(
+        r"GroupCoordinatorNotAvailable|CoordinatorNotAvailable|NotCoordinator|CoordinatorLoadInProgress"
+        r"|Group Coordinator Request failed|Group Coordinator is not available"
+        # metadata retries while a topic is created or a leader elected; an unreachable broker is reported
+        # by eventbus itself, once, naming the address
+        r"|Unable to update metadata|Unable connect to|not found in cluster metadata|LeaderNotAvailable"
+        r"|NotLeaderForPartition|NotLeaderOrFollower|OffsetFetchRequest -- unknown topic"
+        r"|Heartbeat failed for group .* because it is rebalancing|RebalanceInProgress"
+    ),
+    # nats-py's reconnect chatter; eventbus logs disconnects and reconnects itself
+    "nats": re.compile(r"encountered error|Connection refused|nats: reconnecting"),
+}
+
+
+_REFUSED = re.compile(r"ConnectionRefusedError|Connect call failed|UnexpectedEOF|StaleConnection")
+
+
+class NormalClientNoise(logging.Filter):
+    """Client-library lines that are normal on a healthy system are kept at debug (shown with --log-level
+    debug only), so an ERROR in the log means something is wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG:
+            return True
+        if not self._normal(record):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = None
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+    @staticmethod
+    def _normal(record: logging.LogRecord) -> bool:
+        if record.name == "eventbus.nats" and record.getMessage() == "NATS error":
+            # each refused (re)connect attempt: the runtime reports the unreachable server once per try,
+            # naming it, and a lost connection is logged as "NATS disconnected"
+            return bool(_REFUSED.search(str(getattr(record, "error", ""))))
+        pattern = _NORMAL.get(record.name.split(".", 1)[0])
+        return pattern is not None and bool(pattern.search(record.getMessage()))
+
+
 def setup_logging(fmt: str = "text", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(NormalClientNoise())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
+import shutil
 import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from connectors.embedded_nats import DEFAULT_STREAM, EmbeddedNats, cover_subject
-from eventbus.dev_gateway import DevGateway, load_functions
+from eventbus.dev_gateway import DevGateway, check_function_names, load_functions
 from eventbus.ingress import DEFAULT_HTTP_PORT, set_no_stream_hook
 from eventbus.runtime import Runtime, RuntimeConfig
 from schemas.trigger import Trigger
@@ -65,6 +68,15 @@ def example_topic(triggers: list[Trigger]) -> str:
     return "events"
 
 
+def eventbus_command() -> str:
+    """How to type `eventbus` in this shell: bare when it is on PATH, else its path (`.venv/bin/eventbus`)."""
+    exe = Path(sys.executable).parent / "eventbus"
+    if not exe.exists() or shutil.which("eventbus") == str(exe):
+        return "eventbus"
+    rel = os.path.relpath(exe)
+    return rel if not rel.startswith("..") else str(exe)
+
+
 def banner(triggers: list[Trigger], port: int, bus: str) -> str:
     base = f"http://localhost:{port}"
     lines = [f"eventbus is up: ingress {base}, bus {bus}, {len(triggers)} trigger(s)"]
@@ -78,7 +90,7 @@ def banner(triggers: list[Trigger], port: int, bus: str) -> str:
                      "-d '{\"hello\": \"world\"}'")
     topic = example_topic(triggers)
     lines.append("Publish to a topic:")
-    lines.append(f"  eventbus publish --http {base} --topic {shlex.quote(topic)} --type com.example.hello "
+    lines.append(f"  {eventbus_command()} publish --http {base} --topic {shlex.quote(topic)} --type com.example.hello "
                  "--source /cli --data '{\"hello\": \"world\"}'")
     lines.append("Ctrl-C stops (undelivered events are kept in .eventbus/).")
     return "\n".join(lines)
@@ -93,6 +105,9 @@ async def run_up(opts: UpOptions, triggers: list[Trigger]) -> None:
     embedded: EmbeddedNats | None = None
     dev: DevGateway | None = None
     runtime: Runtime | None = None
+    functions = load_functions(opts.functions) if opts.functions is not None else None
+    if functions is not None and opts.functions is not None:
+        check_function_names(triggers, functions, opts.functions)  # before anything starts
     try:
         nats_url = opts.nats
         if opts.nats is None and opts.kafka is None:
@@ -100,8 +115,8 @@ async def run_up(opts: UpOptions, triggers: list[Trigger]) -> None:
             await embedded.start()
             nats_url = embedded.url
         gateway = opts.gateway
-        if opts.functions is not None:
-            dev = DevGateway(load_functions(opts.functions))
+        if functions is not None:
+            dev = DevGateway(functions)
             await dev.start()
             gateway = dev.url
         elif gateway is None:

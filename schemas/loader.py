@@ -24,9 +24,11 @@ Every problem in every document of every file is collected and raised together a
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import types
+import warnings
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Union, get_args, get_origin
@@ -37,7 +39,7 @@ from pydantic_core import ErrorDetails
 
 from schemas.duration import format_duration
 from schemas.errors import SpecProblem, TriggerSpecError
-from schemas.trigger import KIND, Trigger
+from schemas.trigger import KIND, DeprecatedField, Trigger
 
 __all__ = ["SpecProblem", "TriggerSpecError", "load_triggers", "parse_triggers"]
 
@@ -46,6 +48,8 @@ LIST_KINDS = ("List", f"{KIND}List")
 TOP_LEVEL_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
 
 _Loc = tuple[int | str, ...]
+
+log = logging.getLogger("eventbus.spec")
 
 
 def parse_triggers(text: str, filename: str) -> list[Trigger]:
@@ -204,11 +208,17 @@ def _trigger(
         if key not in TOP_LEVEL_FIELDS:
             problem(_path((key,)), _unknown_field(key, TOP_LEVEL_FIELDS))
     try:
-        trigger = Trigger.model_validate(doc, by_alias=True, by_name=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecatedField)
+            trigger = Trigger.model_validate(doc, by_alias=True, by_name=False)
     except ValidationError as exc:
         for err in exc.errors():
             problem(_path(err["loc"]), _message(err))
         return
+    for w in caught:
+        if isinstance(w.message, DeprecatedField) and trigger.spec.source.cron is not None:
+            log.warning(f"{filename}#{number} {prefix}spec.source.cron.{w.message.old}: deprecated, write "
+                        f"{w.message.new} (as in a Kubernetes CronJob)")
     if len(problems) == before:
         found.append((trigger, _Place(filename, number, prefix)))
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from schemas.duration import Duration
+from schemas.duration import Delay, Duration, Lease, PositiveDelay, ShortDuration, Timeout
 from schemas.names import reserved_reason
 
 API_VERSION = "eventbus.dev/v1alpha1"
@@ -75,7 +75,7 @@ class JetStream(Model):
     stream: str = Field(min_length=1)
     durable: str | None = None
     deliver_policy: Literal["all", "new", "last"] = "all"
-    ack_wait: Duration | None = None
+    ack_wait: PositiveDelay | None = None
     max_deliver: int = Field(default=-1, ge=-1)
     create_stream: bool = False
 
@@ -103,25 +103,48 @@ class NatsSource(Model):
         return self
 
 
+class DeprecatedField(UserWarning):
+    """A field loaded under its old name; the loader reports it with the file and document."""
+
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(f"{old} is deprecated: write {new}")
+        self.old, self.new = old, new
+
+
 class CatchUp(Model):
     max_ticks: int = Field(default=1, ge=0)
 
 
 class CronSource(Model):
     schedule: str = Field(min_length=1)
-    timezone: str = "UTC"
+    timezone: str = Field(default="UTC", alias="timeZone",
+                          description="IANA time zone of the schedule (as in a Kubernetes CronJob).")
     data: Any = None
     data_base64: str | None = None
     content_type: str | None = None
-    jitter: Duration = 0.0
+    jitter: ShortDuration = 0.0
     concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
-    starting_deadline: Duration | None = None
+    starting_deadline: Delay | None = None
     catch_up: CatchUp | None = None
     suspend: bool = False
-    lease_duration: Annotated[Duration, Field(gt=0)] = Field(
+    lease_duration: Lease = Field(
         default=10.0,
         description="How long a replica's scheduler lease lasts; a new leader takes over within it.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_timezone(cls, data: Any) -> Any:
+        """`timezone` (before Kubernetes' CronJob spelling `timeZone` was adopted) still loads, with a warning."""
+        if isinstance(data, dict) and "timezone" in data:
+            import warnings
+
+            data = dict(data)
+            if "timeZone" in data:
+                raise ValueError("set timeZone only (timezone is its deprecated spelling)")
+            data["timeZone"] = data.pop("timezone")
+            warnings.warn(DeprecatedField("timezone", "timeZone"), stacklevel=2)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> CronSource:
@@ -302,10 +325,10 @@ class FunctionRef(Model):
 
 
 class Retry(Model):
-    attempts: int = Field(default=3, ge=0, description="Total tries, the first included.")
+    attempts: int = Field(default=3, ge=1, description="Total tries, the first included.")
     backoff: Literal["exponential", "linear"] = "exponential"
-    delay: Duration = 0.2
-    max_delay: Duration = 30.0
+    delay: Delay = 0.2
+    max_delay: Delay = 30.0
 
     @model_validator(mode="after")
     def _delays(self) -> Retry:
@@ -315,7 +338,7 @@ class Retry(Model):
 
 
 class Delivery(Model):
-    timeout: Annotated[Duration, Field(gt=0)] = 30.0
+    timeout: Timeout = 30.0
     concurrency: int = Field(default=64, ge=1, le=10_000)
     mode: Literal["binary", "structured"] = "binary"
     retry: Retry = Field(default_factory=Retry)

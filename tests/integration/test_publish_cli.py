@@ -25,7 +25,7 @@ async def test_publish_writes_a_binary_cloudevent_with_the_key(kafka_bootstrap: 
                                    "com.example.order.created", "--source", "/shop", "--id", "o-1", "--key",
                                    "cust-7", "--data", '{"total": 42}')
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"published": "o-1", "topic": unique_name}
+    assert json.loads(done.stdout) == {"published": "o-1", "topic": unique_name, "stored": True}
     [rec] = await read_all(kafka_bootstrap, unique_name, 1)
     headers = {k: v.decode() for k, v in rec.headers}
     assert rec.key == b"cust-7"

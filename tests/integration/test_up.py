@@ -142,3 +142,27 @@ async def test_up_delivers_stops_on_sigint_and_resumes(tmp_path: Path, fn: Funct
         assert up.sigint() == 0
     finally:
         up.close()
+
+
+def test_up_without_f_runs_the_quick_start(tmp_path: Path) -> None:
+    """From the repository root, `eventbus up` takes the quick start's triggers and functions, not the
+    `triggers/` Python package."""
+    port = pick_port(preferred=18095)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTBUS_")}
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "eventbus", "up", "--http-port", str(port), "--data-dir",
+                                 str(tmp_path / "data")], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120  # a loaded CI machine
+        while "eventbus is up" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        text = log.read_text()
+        assert "2 trigger(s)" in text and "quickstart/orders" in text and "quickstart/webhook" in text, text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

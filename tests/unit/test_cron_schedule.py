@@ -148,4 +148,4 @@ def test_invalid_timezones_rejected(zone: str) -> None:
     with pytest.raises(CronTimezoneError, match="unknown time zone"):
         parse_schedule("* * * * *", zone)
     with pytest.raises(ValidationError, match="unknown time zone"):
-        CronSource(schedule="* * * * *", timezone=zone)
+        CronSource.model_validate({"schedule": "* * * * *", "timeZone": zone})

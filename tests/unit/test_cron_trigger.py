@@ -268,7 +268,7 @@ apiVersion: eventbus.dev/v1alpha1
 kind: Trigger
 metadata: {name: nightly, namespace: ops}
 spec:
-  source: {cron: {schedule: "30 2 * * *", timezone: America/New_York}}
+  source: {cron: {schedule: "30 2 * * *", timeZone: America/New_York}}
   function: {name: job}
 """)
     out = io.StringIO()

@@ -22,7 +22,7 @@ spec:
   source:
     kafka:      {bootstrapServers: [kafka:9092], topics: [orders], consumerGroup: billing, initialOffset: earliest}
     # nats:     {servers: [nats://nats:4222], subject: orders.>, jetstream: {stream: ORDERS, durable: billing}}
-    # cron:     {schedule: "*/10 * * * * *", timezone: Asia/Shanghai, data: {job: report}}
+    # cron:     {schedule: "*/10 * * * * *", timeZone: Asia/Shanghai, data: {job: report}}
     # http:     {path: /hooks/github}
   event:        {type: com.example.order}          # defaults for raw (non-CloudEvents) payloads
   filter:       {attributes: {type: com.example.order.created}}
@@ -137,7 +137,7 @@ def test_unset_secret_env_var_is_not_a_load_error(monkeypatch: pytest.MonkeyPatc
 def test_each_source_kind() -> None:
     sources = {
         "nats": "nats: {servers: [nats://n:4222], subject: o.>, jetstream: {stream: ORDERS, durable: b}}",
-        "cron": "cron: {schedule: '*/10 * * * * *', timezone: Asia/Shanghai, data: {job: report}}",
+        "cron": "cron: {schedule: '*/10 * * * * *', timeZone: Asia/Shanghai, data: {job: report}}",
         "http": "http: {path: /hooks/github}",
     }
     for kind, source in sources.items():
@@ -170,9 +170,47 @@ def test_empty_documents_are_skipped_but_keep_their_number() -> None:
 # --- problems: messages ------------------------------------------------------------------------
 
 
-def test_negative_attempts() -> None:
-    spec = "source: {kafka: {topics: [o]}}\nfunction: {name: f}\ndelivery: {retry: {attempts: -1}}\n"
-    assert spec_problems(spec) == ["triggers.yaml#1 spec.delivery.retry.attempts: must be >= 0"]
+def test_zero_attempts() -> None:
+    spec = "source: {kafka: {topics: [o]}}\nfunction: {name: f}\ndelivery: {retry: {attempts: 0}}\n"
+    assert spec_problems(spec) == ["triggers.yaml#1 spec.delivery.retry.attempts: must be >= 1"]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("timeout", "100000000000000000000000d",
+     "invalid duration '100000000000000000000000d': out of range (at most 2562047h, about 292 years)"),
+    ("timeout", "\u0663s", "invalid duration '\u0663s': '\u0663' is not an ASCII digit (write 0-9)"),
+    ("timeout", "61m", "must be <= 1h"),
+    ("timeout", "0s", "must be > 0s"),
+    ("retry", "{delay: 25h, maxDelay: 26h}", None),
+])
+def test_duration_bounds(field: str, value: str, message: str | None) -> None:
+    spec = f"source: {{kafka: {{topics: [o]}}}}\nfunction: {{name: f}}\ndelivery: {{{field}: {value}}}\n"
+    problems = spec_problems(spec)
+    if message is None:
+        assert problems == ["triggers.yaml#1 spec.delivery.retry.delay: must be <= 24h",
+                            "triggers.yaml#1 spec.delivery.retry.maxDelay: must be <= 24h"]
+    else:
+        assert problems == [f"triggers.yaml#1 spec.delivery.{field}: {message}"]
+
+
+def test_cron_lease_is_at_most_an_hour() -> None:
+    spec = "source: {cron: {schedule: '@hourly', leaseDuration: 2h}}\nfunction: {name: f}\n"
+    assert spec_problems(spec) == ["triggers.yaml#1 spec.source.cron.leaseDuration: must be <= 1h"]
+
+
+def test_timezone_is_a_deprecated_alias_of_time_zone(caplog: pytest.LogCaptureFixture) -> None:
+    new = parse_triggers(trigger_yaml(spec="source: {cron: {schedule: '@hourly', timeZone: Asia/Shanghai}}\n"
+                              "function: {name: f}\n"), "t.yaml")
+    assert not caplog.records
+    old = parse_triggers(trigger_yaml(spec="source: {cron: {schedule: '@hourly', timezone: Asia/Shanghai}}\n"
+                              "function: {name: f}\n"), "t.yaml")
+    assert new == old and new[0].spec.source.cron is not None
+    assert new[0].spec.source.cron.timezone == "Asia/Shanghai"
+    assert [r.getMessage() for r in caplog.records] == [
+        "t.yaml#1 spec.source.cron.timezone: deprecated, write timeZone (as in a Kubernetes CronJob)"]
+    both = "source: {cron: {schedule: '@hourly', timeZone: UTC, timezone: UTC}}\nfunction: {name: f}\n"
+    assert spec_problems(both) == [
+        "triggers.yaml#1 spec.source.cron: set timeZone only (timezone is its deprecated spelling)"]
 
 
 def test_required_field() -> None:
@@ -289,7 +327,7 @@ def test_model_rules() -> None:
 
 
 def test_cron_problems() -> None:
-    spec = "source: {cron: {schedule: '* * *', timezone: Mars/Olympus}}\nfunction: {name: f}\n"
+    spec = "source: {cron: {schedule: '* * *', timeZone: Mars/Olympus}}\nfunction: {name: f}\n"
     [problem] = spec_problems(spec)
     assert problem.startswith("triggers.yaml#1 spec.source.cron: invalid schedule '* * *'")
 
@@ -341,7 +379,7 @@ def test_all_problems_across_documents_are_collected_and_numbered() -> None:
         ]
     )
     assert problems_of(text) == [
-        "triggers.yaml#2 spec.delivery.retry.attempts: must be >= 0",
+        "triggers.yaml#2 spec.delivery.retry.attempts: must be >= 1",
         "triggers.yaml#3 kind: must be Trigger or List, got 'Service'",
         "triggers.yaml#4 spec.source.kafka.initialOffset: must be one of: earliest, latest",
         "triggers.yaml#4 spec.function: required",
