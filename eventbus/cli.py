@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the triggers defined in a file or folder")
-    run.add_argument("-f", "--file", required=True, help="Trigger YAML file or folder")
+    run.add_argument("-f", "--file", help="Trigger YAML file or folder (required unless --kubernetes)")
+    run.add_argument("--kubernetes", action="store_true", help="run the Trigger resources of a Kubernetes cluster")
+    run.add_argument("--namespace", action="append", default=[],
+                     help="with --kubernetes: watch this namespace (repeatable; default all namespaces)")
+    run.add_argument("--kubeconfig", help="with --kubernetes: kubeconfig file (else $KUBECONFIG, else in-cluster)")
     run.add_argument("--gateway", help="gateway base URL; functions are {gateway}/{namespace}/{name}")
     run.add_argument("--url-template", default=None,
                      help="function URL template (default {gateway}/{namespace}/{name})")
@@ -106,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     cron_next = cron_sub.add_parser("next", help="print the next firing times of each cron trigger")
     cron_next.add_argument("-f", "--file", required=True, help="Trigger YAML file or folder")
     cron_next.add_argument("--count", type=int, default=5, help="how many firing times (default 5)")
+
+    sub.add_parser("crds", help="print the Trigger CustomResourceDefinition (YAML)")
 
     val = sub.add_parser("validate", help="check Trigger YAML and print every problem")
     val.add_argument("-f", "--file", required=True)
@@ -146,6 +152,13 @@ def _run(args: argparse.Namespace) -> int:
     from eventbus.specs import load_or_report
 
     setup_logging(args.log_format, args.log_level)
+    if args.kubernetes:
+        from eventbus.kube_controller import run_kubernetes
+
+        return run_kubernetes(args)
+    if not args.file:
+        print("eventbus run: give -f/--file FILE (or --kubernetes)", file=sys.stderr)
+        return 2
     triggers = load_or_report(args.file)
     if triggers is None:
         return 1
@@ -214,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         from eventbus.cron import cron_next
 
         return cron_next(args.file, args.count)
+    if args.command == "crds":
+        from schemas.crd import render_crd
+
+        print(render_crd(), end="")
+        return 0
     if args.command == "validate":
         return _validate(args.file)
     if args.command == "run":
