@@ -26,6 +26,7 @@ from eventbus.timer_loop import TimerLoop
 from schemas.trigger import Trigger
 from triggers.delivery import Pipeline
 from triggers.kafka_trigger import KafkaTrigger
+from triggers.leader import SchedulerLock
 from triggers.metrics import Metrics, default_metrics
 from triggers.sinks import EventSink, build_sink
 
@@ -103,6 +104,7 @@ class RuntimeConfig:
     grace: float = 30.0
     client_id: str = "eventbus"
     timer_thread: bool = True  # run cron triggers on their own loop thread (see eventbus.timer_loop)
+    scheduler_lock: Callable[[Trigger], Awaitable[SchedulerLock]] | None = None  # cron leases (Kubernetes)
 
 
 TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, NatsUnreachable, ConnectionError, OSError, TimeoutError)
