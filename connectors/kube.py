@@ -16,11 +16,13 @@ import json
 import logging
 import os
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 from kubernetes.client.exceptions import ApiException
@@ -140,7 +142,7 @@ class KubeClient:
                 resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
             except ApiException as exc:
                 raise _api_error(exc) from None
-            except OSError as exc:  # urllib3 errors are OSError subclasses (connection refused, timeouts)
+            except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, timed out
                 raise KubeApiError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from None
             try:
                 data = resp.data
@@ -258,7 +260,8 @@ class KubeClient:
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'trigger')}.", "namespace": meta.get("namespace")},
+            "metadata": {"name": f"{str(meta.get('name', 'trigger'))[:230]}.{uuid.uuid4().hex[:16]}",
+                         "namespace": meta.get("namespace")},
             "eventTime": _micro_time(),
             "reportingController": controller,
             "reportingInstance": instance[:128],

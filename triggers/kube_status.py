@@ -79,7 +79,8 @@ class StatusWriter:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._last_write: dict[str, float] = {}
-        self._written: dict[str, dict[str, Any]] = {}  # what we last wrote (the watch may lag behind it)
+        self._written: dict[str, tuple[Any, dict[str, Any]]] = {}  # uid and what we last wrote (the watch may
+        # lag behind it); a trigger deleted and created again under the same name has a new uid
         self._sem = asyncio.Semaphore(concurrency)
         self.writes = 0
 
@@ -131,7 +132,9 @@ class StatusWriter:
         obj = self.reconciler.object(key)
         if outcome is None or obj is None:
             return
-        current = self._written.get(key) or obj.get("status") or {}
+        uid = (obj.get("metadata") or {}).get("uid")
+        cached = self._written.get(key)
+        current = cached[1] if cached is not None and cached[0] == uid else obj.get("status") or {}
         want = desired_status(outcome, current, now_rfc3339())
         have = {k: current.get(k) for k in want}
         if have == want:
@@ -145,7 +148,7 @@ class StatusWriter:
         await self.api.patch_trigger_status(ns, name, want)
         self.writes += 1
         self._last_write[key] = now
-        self._written[key] = {**current, **want}
+        self._written[key] = (uid, {**current, **want})
         old_reason = next((c.get("reason") for c in current.get("conditions") or []
                            if isinstance(c, dict) and c.get("type") == "Ready"), None)
         if old_reason != outcome.reason:

@@ -221,7 +221,8 @@ class Reconciler:
         gen = entry.generation
         summary, function = _source_of(obj), _function_of(obj)
         try:
-            [trigger] = parse_triggers(json.dumps(obj), key)
+            meta_only = {k: v for k, v in meta.items() if k != "managedFields"}  # (big, and not ours)
+            [trigger] = parse_triggers(json.dumps({**obj, "metadata": meta_only, "status": None}), key)
         except TriggerSpecError as exc:
             message = "; ".join(f"{p.path}: {p.message}" if p.path else p.message for p in exc.problems)
             await self._halt(key, entry)

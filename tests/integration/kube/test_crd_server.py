@@ -80,10 +80,10 @@ async def test_invalid_triggers_are_rejected_naming_the_field(
     assert field in err.message and message in err.message, err.message
 
 
-def test_kubectl_explain_and_dry_run_show_the_cel_message(kubectl: list[str], crd: str) -> None:
+def test_kubectl_dry_run_shows_the_cel_message(kubectl: list[str], crd: str) -> None:
     doc = variant("kubectl-two", source={"kafka": {"topics": ["a"]}, "http": {"path": "/x"}})
     doc["metadata"]["namespace"] = "default"
     out = subprocess.run([*kubectl, "create", "--dry-run=server", "-f", "-"], input=json.dumps(doc),
                          capture_output=True, text=True)
     assert out.returncode != 0
-    assert 'spec.source: Invalid value: "object": exactly one of kafka, nats, cron, http' in out.stderr, out.stderr
+    assert "spec.source: Invalid value: exactly one of kafka, nats, cron, http" in out.stderr, out.stderr
