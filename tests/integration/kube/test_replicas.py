@@ -39,6 +39,9 @@ async def group_members(bootstrap: str, group: str) -> list[list[int]]:
         await admin.close()
     out = []
     for member in desc.groups[0][5]:  # (member_id, [group_instance_id,] client_id, host, metadata, assignment)
+        if not member[-1]:  # mid-rebalance: no assignment yet
+            out.append([])
+            continue
         assignment = MemberAssignment.decode(member[-1])
         out.append(sorted(p for _, parts in assignment.assignment for p in parts))
     return out
