@@ -50,8 +50,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def trigger(i: int, ns: str) -> dict[str, Any]:
-    source: dict[str, Any] = ({"cron": {"schedule": "0 0 1 1 *"}} if i % 2 == 0
+def trigger(i: int, ns: str, kinds: list[str]) -> dict[str, Any]:
+    kind = kinds[i % len(kinds)]
+    source: dict[str, Any] = ({"cron": {"schedule": "0 0 1 1 *"}} if kind == "cron"
                               else {"http": {"path": f"/bench/{ns}/{i}"}})
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Trigger", "metadata": {"name": f"t{i}", "namespace": ns},
             "spec": {"source": source, "function": {"name": f"f{i}"}}}
@@ -128,7 +129,7 @@ def start_controller(kc: str, ns: str) -> tuple[subprocess.Popen[bytes], Any]:
     return ctl, log
 
 
-async def main(n: int, edits: int) -> None:
+async def main(n: int, edits: int, kinds: list[str]) -> None:
     kc = kubeconfig()
     kube = KubeClient.from_kubeconfig(kc)
     await asyncio.to_thread(apply_crd, kc)
@@ -144,7 +145,7 @@ async def main(n: int, edits: int) -> None:
         async def create(i: int) -> None:
             async with sem:
                 await kube._call(kube.custom.create_namespaced_custom_object, GROUP, VERSION, ns, PLURAL,
-                                 trigger(i, ns))
+                                 trigger(i, ns, kinds))
 
         t0 = time.monotonic()
         await asyncio.gather(*(create(i) for i in range(n)))
@@ -187,5 +188,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--triggers", type=int, default=500)
     ap.add_argument("--edits", type=int, default=100)
+    ap.add_argument("--kinds", default="cron,http", help="source kinds, in turn (default cron,http)")
     a = ap.parse_args()
-    asyncio.run(main(a.triggers, a.edits))
+    asyncio.run(main(a.triggers, a.edits, a.kinds.split(",")))

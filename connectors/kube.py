@@ -94,7 +94,7 @@ def load_configuration(kubeconfig: str | None = None) -> kclient.Configuration:
     except (ConfigException, OSError) as exc:
         where = f"kubeconfig {path}" if path else "in-cluster config (no --kubeconfig / KUBECONFIG given)"
         raise KubeConfigError(f"cannot load {where}: {exc}") from None
-    cfg.connection_pool_maxsize = 32
+    cfg.connection_pool_maxsize = 64
     cfg.retries = 0  # we retry ourselves, with backoff, and never block a thread for long
     return cfg
 
@@ -116,7 +116,7 @@ class WatchEvent:
 class KubeClient:
     """Async methods over the synchronous `kubernetes` client (see the module doc)."""
 
-    def __init__(self, configuration: kclient.Configuration, *, threads: int = 16) -> None:
+    def __init__(self, configuration: kclient.Configuration, *, threads: int = 48) -> None:
         self.api = kclient.ApiClient(configuration)
         self.custom = kclient.CustomObjectsApi(self.api)
         self.core = kclient.CoreV1Api(self.api)

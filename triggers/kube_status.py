@@ -23,6 +23,8 @@ from triggers.reconciler import Outcome, Reconciler
 log = logging.getLogger("eventbus.status")
 
 CONTROLLER_NAME = "eventbus.dev/controller"
+STARTING_GRACE = 1.0
+"""Seconds a trigger may spend starting before `Ready=False, reason=Starting` is written."""
 
 
 class StatusApi(Protocol):
@@ -82,7 +84,10 @@ class StatusWriter:
         self._written: dict[str, tuple[Any, dict[str, Any]]] = {}  # uid and what we last wrote (the watch may
         # lag behind it); a trigger deleted and created again under the same name has a new uid
         self._sem = asyncio.Semaphore(concurrency)
+        self._event_slots = asyncio.Semaphore(4)
         self.writes = 0
+        self._events: set[asyncio.Task[None]] = set()
+        self.tick = 0.1  # how often readiness is re-read (Starting -> Running) and deferred writes retried
 
     def changed(self, key: str) -> None:
         self._dirty.add(key)
@@ -98,7 +103,7 @@ class StatusWriter:
         was_leader = False
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), 0.5)
+                await asyncio.wait_for(self._wake.wait(), self.tick)
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -132,6 +137,9 @@ class StatusWriter:
         obj = self.reconciler.object(key)
         if outcome is None or obj is None:
             return
+        if outcome.reason == "Starting" and time.monotonic() - outcome.since < STARTING_GRACE:
+            self._dirty.add(key)  # most triggers are Running within moments: one write instead of two
+            return
         uid = (obj.get("metadata") or {}).get("uid")
         cached = self._written.get(key)
         current = cached[1] if cached is not None and cached[0] == uid else obj.get("status") or {}
@@ -151,14 +159,17 @@ class StatusWriter:
         self._written[key] = (uid, {**current, **want})
         old_reason = next((c.get("reason") for c in current.get("conditions") or []
                            if isinstance(c, dict) and c.get("type") == "Ready"), None)
-        if old_reason != outcome.reason:
-            await self._event(obj, outcome)
+        if old_reason != outcome.reason:  # in the background: the status of other triggers comes first
+            task = asyncio.create_task(self._event(obj, outcome))
+            self._events.add(task)
+            task.add_done_callback(self._events.discard)
 
     async def _event(self, obj: dict[str, Any], outcome: Outcome) -> None:
         note = outcome.message or f"trigger is {outcome.reason}"
         try:
-            await self.api.create_event(obj, type_="Normal" if outcome.ready or outcome.reason == "Starting"
-                                        else "Warning", reason=outcome.reason, note=note, action="Reconcile",
-                                        controller=CONTROLLER_NAME, instance=self.instance)
+            async with self._event_slots:
+                await self.api.create_event(obj, type_="Normal" if outcome.ready or outcome.reason == "Starting"
+                                            else "Warning", reason=outcome.reason, note=note, action="Reconcile",
+                                            controller=CONTROLLER_NAME, instance=self.instance)
         except KubeApiError as exc:  # an Event is a courtesy: never retried, never fatal
             log.warning("event not recorded", extra={"error": str(exc)})
