@@ -28,6 +28,7 @@ from triggers.informer import Informer
 from triggers.kube_status import StatusWriter
 from triggers.leader import CasLock, SchedulerLock, default_holder
 from triggers.reconciler import Reconciler
+from triggers.trigger_health import HealthMonitor
 
 log = logging.getLogger("eventbus.kube")
 
@@ -88,7 +89,8 @@ class KubeController:
         self.leader = StatusLeader(CasLock(LeaseStore(kube, lease_ns), STATUS_LEASE, holder=self.identity,
                                            lease_duration=options.status_lease))
         self.reconciler = Reconciler(self.runtime, kube, on_change=self._changed, transient=TRANSIENT)
-        self.status = StatusWriter(kube, self.reconciler, instance=self.identity, is_leader=self.leader.is_leader)
+        self.status = StatusWriter(kube, self.reconciler, instance=self.identity, is_leader=self.leader.is_leader,
+                                   health=HealthMonitor(self.runtime.metrics.registry))
         namespaces: list[str | None] = list(dict.fromkeys(options.namespaces)) or [None]
         self.informers = [Informer(kube, self.reconciler, ns, watch_timeout=options.watch_timeout)
                           for ns in namespaces]

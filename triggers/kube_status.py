@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from connectors.kube import KubeApiError, now_rfc3339
 from triggers.reconciler import Outcome, Reconciler
+from triggers.trigger_health import Health, HealthMonitor
 
 log = logging.getLogger("eventbus.status")
 
@@ -46,15 +47,22 @@ def _condition(type_: str, status: bool, reason: str, message: str, generation: 
     return cond
 
 
-def desired_status(outcome: Outcome, current: dict[str, Any], now: str) -> dict[str, Any]:
-    """The status fields this controller owns, given the object's `current` status."""
+def desired_status(outcome: Outcome, current: dict[str, Any], now: str,
+                   health: Health | None = None) -> dict[str, Any]:
+    """The status fields this controller owns, given the object's `current` status (and, for a running
+    trigger, what its counters say: `health`)."""
     previous = {c.get("type"): c for c in current.get("conditions") or [] if isinstance(c, dict)}
-    degraded_reason = outcome.reason if outcome.degraded else "AsExpected"
+    if outcome.degraded:
+        degraded, degraded_reason, degraded_message = True, outcome.reason, outcome.message
+    elif health is not None and outcome.ready:
+        degraded, degraded_reason, degraded_message = True, health.reason, health.message
+    else:
+        degraded, degraded_reason, degraded_message = False, "AsExpected", ""
     conditions = [
         _condition("Ready", outcome.ready, outcome.reason, outcome.message, outcome.generation,
                    previous.get("Ready"), now),
-        _condition("Degraded", outcome.degraded, degraded_reason, outcome.message if outcome.degraded else "",
-                   outcome.generation, previous.get("Degraded"), now),
+        _condition("Degraded", degraded, degraded_reason, degraded_message, outcome.generation,
+                   previous.get("Degraded"), now),
     ]
     out: dict[str, Any] = {"source": outcome.source, "function": outcome.function, "conditions": conditions}
     if outcome.generation is not None:
@@ -72,7 +80,8 @@ class StatusWriter:
     """See the module doc. `changed(key)` is the reconciler's `on_change`."""
 
     def __init__(self, api: StatusApi, reconciler: Reconciler, *, instance: str,
-                 is_leader: Callable[[], bool], min_interval: float = 5.0, concurrency: int = 16) -> None:
+                 is_leader: Callable[[], bool], min_interval: float = 5.0, concurrency: int = 16,
+                 health: HealthMonitor | None = None) -> None:
         self.api = api
         self.reconciler = reconciler
         self.instance = instance
@@ -87,6 +96,8 @@ class StatusWriter:
         self._event_slots = asyncio.Semaphore(4)
         self.writes = 0
         self._events: set[asyncio.Task[None]] = set()
+        self.health = health
+        self._health: dict[str, Health | None] = {}
         self.tick = 0.1  # how often readiness is re-read (Starting -> Running) and deferred writes retried
 
     def changed(self, key: str) -> None:
@@ -110,6 +121,11 @@ class StatusWriter:
             for key in self.reconciler.keys():  # Starting -> Running (a controller became ready)
                 if self.reconciler.refresh(key):
                     self._dirty.add(key)
+                if self.health is not None:
+                    h = self.health.check(key)
+                    if h != self._health.get(key):
+                        self._health[key] = h
+                        self._dirty.add(key)
             leader = self.is_leader()
             if leader and not was_leader:
                 self.mark_all()
@@ -143,7 +159,7 @@ class StatusWriter:
         uid = (obj.get("metadata") or {}).get("uid")
         cached = self._written.get(key)
         current = cached[1] if cached is not None and cached[0] == uid else obj.get("status") or {}
-        want = desired_status(outcome, current, now_rfc3339())
+        want = desired_status(outcome, current, now_rfc3339(), self._health.get(key))
         have = {k: current.get(k) for k in want}
         if have == want:
             return

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from connectors.kube import KubeClient
 from tests.integration.kube.support import (
     ControllerProcess,
     create_trigger,
     delete_trigger,
+    get_trigger,
     patch_trigger,
     ready_condition,
     wait_status,
@@ -156,4 +158,34 @@ async def test_secret_created_later_starts_the_trigger(
     finally:
         code = await ctl.aterminate()
         ctl.close()
+    assert code == 0, ctl.log_text()[-3000:]
+
+
+async def test_failing_function_is_reported_as_degraded(
+    kube: KubeClient, namespace: str, kubeconfig: str, tmp_path: Path
+) -> None:
+    async def fail(_: web.Request, __: bytes, ___: int) -> web.StreamResponse:
+        return web.Response(status=500)
+
+    failing = await FunctionServer(behaviour=fail).start()
+    ctl = ControllerProcess(kubeconfig, namespace, failing.url, tmp_path / "ctl.log").start()
+    try:
+        await create_trigger(kube, namespace, cron("flaky", "flaky"))
+        await failing.wait_for(lambda: len(failing.received) >= 1, timeout=30, what="a tick")
+        deadline = time.monotonic() + 20
+        degraded: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            obj = await get_trigger(kube, namespace, "flaky")
+            conds = {c["type"]: c for c in obj.get("status", {}).get("conditions", [])}
+            degraded = conds.get("Degraded", {})
+            if degraded.get("status") == "True":
+                break
+            await asyncio.sleep(0.2)
+        assert degraded.get("reason") == "FunctionFailing", degraded
+        assert "no event delivered" in degraded["message"]
+        assert conds["Ready"]["status"] == "True"  # still running: it keeps trying
+    finally:
+        code = await ctl.aterminate()
+        ctl.close()
+        await failing.stop()
     assert code == 0, ctl.log_text()[-3000:]
