@@ -81,7 +81,8 @@ class StatusWriter:
 
     def __init__(self, api: StatusApi, reconciler: Reconciler, *, instance: str,
                  is_leader: Callable[[], bool], min_interval: float = 5.0, concurrency: int = 16,
-                 health: HealthMonitor | None = None) -> None:
+                 health: HealthMonitor | None = None,
+                 extra: Callable[[str], dict[str, Any]] | None = None) -> None:
         self.api = api
         self.reconciler = reconciler
         self.instance = instance
@@ -97,7 +98,9 @@ class StatusWriter:
         self.writes = 0
         self._events: set[asyncio.Task[None]] = set()
         self.health = health
+        self.extra = extra  # more status fields per trigger (the scaling row: lag, desiredReplicas, active)
         self._health: dict[str, Health | None] = {}
+        self._last_round = 0.0
         self.tick = 0.1  # how often readiness is re-read (Starting -> Running) and deferred writes retried
 
     def changed(self, key: str) -> None:
@@ -118,8 +121,11 @@ class StatusWriter:
             except TimeoutError:
                 pass
             self._wake.clear()
+            periodic = self.extra is not None and time.monotonic() - self._last_round >= self.min_interval
+            if periodic:
+                self._last_round = time.monotonic()
             for key in self.reconciler.keys():  # Starting -> Running (a controller became ready)
-                if self.reconciler.refresh(key):
+                if self.reconciler.refresh(key) or periodic:
                     self._dirty.add(key)
                 if self.health is not None:
                     h = self.health.check(key)
@@ -160,6 +166,8 @@ class StatusWriter:
         cached = self._written.get(key)
         current = cached[1] if cached is not None and cached[0] == uid else obj.get("status") or {}
         want = desired_status(outcome, current, now_rfc3339(), self._health.get(key))
+        if self.extra is not None and outcome.ready:
+            want.update(self.extra(key))  # not "significant": written at most every min_interval
         have = {k: current.get(k) for k in want}
         if have == want:
             return

@@ -147,3 +147,51 @@ def test_status_keeps_transition_time_until_the_condition_moves() -> None:
     assert running["conditions"][0] == {"type": "Ready", "status": "True", "reason": "Running", "message": "",
                                         "lastTransitionTime": "T3", "observedGeneration": 2}
     assert running["conditions"][1]["lastTransitionTime"] == "T1"
+
+
+class StatusApi:
+    def __init__(self) -> None:
+        self.patches: list[tuple[float, dict[str, Any]]] = []
+        self.events: list[str] = []
+
+    async def patch_trigger_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append((asyncio.get_running_loop().time(), status))
+        return {}
+
+    async def create_event(self, regarding: dict[str, Any], *, type_: str, reason: str, note: str,
+                           action: str, controller: str, instance: str) -> None:
+        self.events.append(reason)
+
+
+async def test_status_written_on_change_and_otherwise_at_most_every_interval() -> None:
+    from triggers.kube_status import StatusWriter
+
+    api = StatusApi()
+    lag = {"value": 1}
+    writer_box: list[StatusWriter] = []
+    r = Reconciler(Runner(), Secrets(), on_change=lambda k: writer_box[0].changed(k))
+    writer = StatusWriter(api, r, instance="me", is_leader=lambda: True, min_interval=0.5,
+                          extra=lambda key: {"lag": lag["value"]})
+    writer_box.append(writer)
+    task = asyncio.create_task(writer.run())
+    try:
+        r.apply(obj("a"))
+        for _ in range(50):
+            if api.patches:
+                break
+            await asyncio.sleep(0.02)
+        t0, first = api.patches[0]
+        assert first["lag"] == 1 and first["observedGeneration"] == 1 and first["source"] == "cron:* * * * *"
+        lag["value"] = 2  # not a condition: waits for the interval
+        await asyncio.sleep(0.3)
+        assert len(api.patches) == 1
+        await asyncio.sleep(0.6)
+        assert [p["lag"] for _, p in api.patches] == [1, 2] and api.patches[1][0] - t0 >= 0.5
+        r.apply(obj("a", 2, schedule="61 * * * *"))  # a condition changes: written at once
+        await asyncio.sleep(0.3)
+        last = api.patches[-1][1]
+        assert last["conditions"][0]["reason"] == "InvalidSpec" and last["observedGeneration"] == 2
+        assert api.events == ["Running", "InvalidSpec"]
+    finally:
+        task.cancel()
+        await r.close()
