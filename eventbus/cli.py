@@ -162,6 +162,11 @@ def _run(args: argparse.Namespace) -> int:
     triggers = load_or_report(args.file)
     if triggers is None:
         return 1
+    from triggers.secret_refs import kubernetes_only
+
+    if problems := kubernetes_only(triggers):
+        print("\n".join(problems), file=sys.stderr)
+        return 1
     config = RuntimeConfig(
         gateway=args.gateway,
         url_template=args.url_template or DEFAULT_URL_TEMPLATE,

@@ -45,6 +45,12 @@ def secret_refs(model: BaseModel, path: str = "spec") -> Iterator[tuple[str, Sec
             yield from secret_refs(value, f"{path}.{alias}")
 
 
+def kubernetes_only(triggers: list[Trigger]) -> list[str]:
+    """`<ns>/<name> <field>.secretKeyRef` for each Secret reference, which only `run --kubernetes` resolves."""
+    return [f"{t.key} {path}.secretKeyRef: a Kubernetes Secret needs `eventbus run --kubernetes`; use {{env: VAR}}"
+            for t in triggers for path, ref in secret_refs(t.spec) if ref.secret_key_ref is not None]
+
+
 def env_name(namespace: str, name: str, key: str) -> str:
     digest = hashlib.sha256(f"{namespace}\0{name}\0{key}".encode()).hexdigest()[:16].upper()
     return f"EVENTBUS_SECRET_{digest}"

@@ -195,3 +195,22 @@ async def test_status_written_on_change_and_otherwise_at_most_every_interval() -
     finally:
         task.cancel()
         await r.close()
+
+
+def test_secret_key_refs_outside_kubernetes_are_named() -> None:
+    from schemas.loader import parse_triggers
+    from triggers.secret_refs import kubernetes_only
+
+    doc = ("apiVersion: eventbus.dev/v1alpha1\nkind: Trigger\nmetadata: {name: n, namespace: x}\nspec:\n"
+           "  source: {nats: {subject: a, user: u, passwordFrom: {secretKeyRef: {name: s, key: k}}}}\n"
+           "  function: {name: f}\n")
+    [t] = parse_triggers(doc, "t.yaml")
+    [problem] = kubernetes_only([t])
+    assert problem.startswith("x/n spec.source.nats.passwordFrom.secretKeyRef: a Kubernetes Secret needs")
+    bad = doc.replace("secretKeyRef: {name: s, key: k}", "env: P, secretKeyRef: {name: s, key: k}")
+    try:
+        parse_triggers(bad, "t.yaml")
+    except Exception as exc:
+        assert "set exactly one of env, secretKeyRef" in str(exc)
+    else:
+        raise AssertionError("both env and secretKeyRef accepted")
