@@ -152,10 +152,20 @@ def _run(args: argparse.Namespace) -> int:
     from eventbus.specs import load_or_report
 
     setup_logging(args.log_format, args.log_level)
+    config = RuntimeConfig(
+        gateway=args.gateway,
+        url_template=args.url_template or DEFAULT_URL_TEMPLATE,
+        kafka=args.kafka,
+        nats=args.nats,
+        metrics_port=args.metrics_port,
+        grace=args.grace,
+        http_port=args.http_port,
+        max_body=args.max_body,
+    )
     if args.kubernetes:
         from eventbus.kube_controller import run_kubernetes
 
-        return run_kubernetes(args)
+        return run_kubernetes(args, config)
     if not args.file:
         print("eventbus run: give -f/--file FILE (or --kubernetes)", file=sys.stderr)
         return 2
@@ -167,16 +177,6 @@ def _run(args: argparse.Namespace) -> int:
     if problems := kubernetes_only(triggers):
         print("\n".join(problems), file=sys.stderr)
         return 1
-    config = RuntimeConfig(
-        gateway=args.gateway,
-        url_template=args.url_template or DEFAULT_URL_TEMPLATE,
-        kafka=args.kafka,
-        nats=args.nats,
-        metrics_port=args.metrics_port,
-        grace=args.grace,
-        http_port=args.http_port,
-        max_body=args.max_body,
-    )
 
     async def main() -> None:
         await Runtime(config).run_until_signal(triggers)

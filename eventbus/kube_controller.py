@@ -19,7 +19,6 @@ import os
 import signal
 from dataclasses import dataclass, field
 
-from connectors.gateway import DEFAULT_URL_TEMPLATE
 from connectors.kube import KubeClient, KubeConfigError
 from connectors.kube_lease import LeaseStore, lease_name
 from eventbus.runtime import TRANSIENT, Runtime, RuntimeConfig
@@ -137,18 +136,9 @@ class KubeController:
         await self.stop()
 
 
-def run_kubernetes(args: argparse.Namespace) -> int:
-    """The body of `eventbus run --kubernetes [--namespace NS]... [--kubeconfig F] [--gateway URL]`."""
-    config = RuntimeConfig(
-        gateway=args.gateway,
-        url_template=args.url_template or DEFAULT_URL_TEMPLATE,
-        kafka=args.kafka,
-        nats=args.nats,
-        metrics_port=args.metrics_port,
-        grace=args.grace,
-        http_port=args.http_port,
-        max_body=args.max_body,
-    )
+def run_kubernetes(args: argparse.Namespace, config: RuntimeConfig) -> int:
+    """The body of `eventbus run --kubernetes [--namespace NS]... [--kubeconfig F] [--gateway URL]`; `config`
+    is what `eventbus run` built from its other flags (gateway, ports, grace, ...)."""
     options = KubeOptions(namespaces=list(args.namespace), kubeconfig=args.kubeconfig,
                           status_lease=float(os.environ.get(STATUS_LEASE_SECONDS_ENV, "10")),
                           watch_timeout=int(os.environ.get(WATCH_TIMEOUT_ENV, "60")))
