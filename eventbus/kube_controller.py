@@ -24,6 +24,7 @@ from connectors.kube_lease import LeaseStore, lease_name
 from eventbus.runtime import TRANSIENT, Runtime, RuntimeConfig
 from schemas.trigger import Trigger
 from triggers.informer import Informer
+from triggers.kept_locks import LockKeeper
 from triggers.kube_status import StatusWriter
 from triggers.leader import CasLock, SchedulerLock, default_holder
 from triggers.reconciler import Reconciler
@@ -82,6 +83,7 @@ class KubeController:
         self.options = options
         self.identity = default_holder()
         config.scheduler_lock = self._cron_lock
+        self.kept_locks = LockKeeper()
         self.runtime = Runtime(config)
         lease_ns = options.lease_namespace or os.environ.get("POD_NAMESPACE") or (
             options.namespaces[0] if options.namespaces else "default")
@@ -99,10 +101,17 @@ class KubeController:
         self.status.changed(key)
 
     async def _cron_lock(self, trigger: Trigger) -> SchedulerLock:
+        """The trigger's Lease lock; kept across a restart of the trigger (see triggers.kept_locks)."""
         src = trigger.spec.source.cron
         assert src is not None
-        store = LeaseStore(self.kube, trigger.metadata.namespace)
-        return CasLock(store, lease_name("eventbus-cron", trigger.metadata.name), lease_duration=src.lease_duration)
+        meta = trigger.metadata
+
+        def make() -> CasLock:
+            store = LeaseStore(self.kube, meta.namespace)
+            return CasLock(store, lease_name("eventbus-cron", meta.name), holder=self.identity,
+                           lease_duration=src.lease_duration)
+
+        return self.kept_locks.lock(trigger.key, (meta.uid, src.lease_duration), make)
 
     def ready(self) -> bool:
         return all(i.synced.is_set() for i in self.informers) and self.runtime.ready()
@@ -122,6 +131,7 @@ class KubeController:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.reconciler.close()
         await self.leader.release()
+        self.kept_locks.closing = True  # stopping triggers release their leases at once now
         await self.runtime.stop()
         self.kube.close()
 
