@@ -313,7 +313,7 @@ class HttpIngress:
         self._routes[path] = handler
 
     def remove_route(self, path: str, handler: Handler | None = None) -> None:
-        if handler is None or self._routes.get(path) is handler:
+        if handler is None or self._routes.get(path) == handler:  # ==: a bound method is a new object each time
             self._routes.pop(path, None)
 
     @property

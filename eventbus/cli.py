@@ -91,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the triggers defined in a file or folder")
-    run.add_argument("-f", "--file", required=True, help="Trigger YAML file or folder")
+    run.add_argument("-f", "--file", help="Trigger YAML file or folder (required unless --kubernetes)")
+    run.add_argument("--kubernetes", action="store_true", help="run the Trigger resources of a Kubernetes cluster")
+    run.add_argument("--namespace", action="append", default=[],
+                     help="with --kubernetes: watch this namespace (repeatable; default all namespaces)")
+    run.add_argument("--kubeconfig", help="with --kubernetes: kubeconfig file (else $KUBECONFIG, else in-cluster)")
     run.add_argument("--gateway", help="gateway base URL; functions are {gateway}/{namespace}/{name}")
     run.add_argument("--url-template", default=None,
                      help="function URL template (default {gateway}/{namespace}/{name})")
@@ -125,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     cron_next = cron_sub.add_parser("next", help="print the next firing times of each cron trigger")
     cron_next.add_argument("-f", "--file", required=True, help="Trigger YAML file or folder")
     cron_next.add_argument("--count", type=int, default=5, help="how many firing times (default 5)")
+
+    sub.add_parser("crds", help="print the Trigger CustomResourceDefinition (YAML)")
 
     val = sub.add_parser("validate", help="check Trigger YAML and print every problem")
     val.add_argument("-f", "--file", required=True)
@@ -177,9 +183,6 @@ def _run(args: argparse.Namespace) -> int:
     from eventbus.specs import load_some
 
     setup_logging(args.log_format, args.log_level)
-    triggers = load_some(args.file)
-    require_secrets(triggers)
-    require_brokers(triggers, kafka=args.kafka, nats=args.nats)
     security = security_settings(args)
     config = RuntimeConfig(
         gateway=args.gateway,
@@ -193,6 +196,20 @@ def _run(args: argparse.Namespace) -> int:
         keda_port=args.keda_port,
         **security,
     )
+    if args.kubernetes:
+        from eventbus.kube_controller import run_kubernetes
+
+        return run_kubernetes(args, config)
+    if not args.file:
+        raise CliFailure("-f/--file", "no Trigger file given", "pass -f FILE, or --kubernetes", code=2)
+    triggers = load_some(args.file)
+    from triggers.secret_refs import kubernetes_only
+
+    if problems := kubernetes_only(triggers):
+        raise CliFailure("cannot load triggers", f"{len(problems)} secretKeyRef(s) outside Kubernetes",
+                         "use {env: VAR} with -f, or run --kubernetes", details=tuple(problems))
+    require_secrets(triggers)
+    require_brokers(triggers, kafka=args.kafka, nats=args.nats)
 
     async def main() -> None:
         runtime = Runtime(config)
@@ -287,6 +304,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             load_some(args.file)  # a missing or empty path fails here as one sentence
 
         return cron_next(args.file, args.count)
+    if args.command == "crds":
+        from schemas.crd import render_crd
+
+        print(render_crd(), end="")
+        return 0
     if args.command == "validate":
         return _validate(args.file)
     if args.command == "run":

@@ -44,6 +44,8 @@ async def cron_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) -> 
     bucket = os.environ.get(BUCKET_ENV, DEFAULT_BUCKET)
 
     async def lock() -> SchedulerLock:
+        if rt.config.scheduler_lock is not None:  # e.g. a coordination.k8s.io Lease (eventbus.kube_controller)
+            return await rt.config.scheduler_lock(trigger)
         if not shared:
             log.warning("no NATS configured (--nats / EVENTBUS_NATS_URL): cron trigger uses an in-process "
                         "lock; several replicas of this runtime would each fire every tick",

@@ -28,6 +28,7 @@ from eventbus.timer_loop import TimerLoop
 from schemas.trigger import Trigger
 from triggers.delivery import Pipeline
 from triggers.kafka_trigger import KafkaTrigger
+from triggers.leader import SchedulerLock
 from triggers.metrics import Metrics, default_metrics
 from triggers.sinks import EventSink, build_sink
 
@@ -110,6 +111,7 @@ class RuntimeConfig:
     ingress_limits: IngressLimits = field(default_factory=IngressLimits)  # header/body/rate/connection limits
     allow_url: tuple[str, ...] = ()  # `--allow-url`: SSRF guard rules for function and sink URLs
     keda_port: int | None = None  # serve KEDA's external scaler (gRPC) here; None = off
+    scheduler_lock: Callable[[Trigger], Awaitable[SchedulerLock]] | None = None  # cron leases (Kubernetes)
 
 
 TRANSIENT: tuple[type[BaseException], ...] = (KafkaError, NatsUnreachable, ConnectionError, OSError, TimeoutError)

@@ -9,20 +9,23 @@ The models' JSON schema (`Trigger.model_json_schema(by_alias=True)`) is made *st
 marked `x-kubernetes-preserve-unknown-fields`, and the keywords Kubernetes rejects or would act on
 dropped: `title`, `additionalProperties: false` (unknown fields are pruned, and rejected by kubectl's
 strict field validation) and every `default` (defaults live in the models alone, so a local file and a
-custom resource mean the same thing, and stored objects do not freeze today's defaults). "Exactly one
-of" rules become `oneOf` lists of `required`, which a structural schema allows; rules that need code
-(cron syntax, `minReplicas <= maxReplicas`, ...) are checked when the controller loads the resource and
-reported in its status.
+custom resource mean the same thing, and stored objects do not freeze today's defaults).
+
+Rules across fields become `x-kubernetes-validations` (CEL) with a message, so the API server names the
+field: "exactly one of" (`exactly one of kafka, nats, cron, http` on `spec.source`), `minReplicas <=
+maxReplicas` on whatever model holds both, and no dead-letter/reply sink on a source topic. Rules that
+need code (cron syntax, time zones, ...) are checked when the controller loads the resource and reported
+in its status (`Ready=False, reason=InvalidSpec`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel
 
-from schemas.trigger import API_VERSION, KIND, FunctionRef, HttpTopic, Sink, Source, Trigger
+from schemas.trigger import API_VERSION, KIND, FunctionRef, HttpTopic, SecretRef, Sink, Source, Trigger
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "triggers"
@@ -34,14 +37,18 @@ _EXACTLY_ONE: dict[type[BaseModel], tuple[str, ...]] = {
     Sink: ("kafka", "nats", "url"),
     FunctionRef: ("name", "url"),
     HttpTopic: ("kafka", "nats"),
+    SecretRef: ("env", "secretKeyRef"),
 }
+
+_MODELS: dict[str, type[BaseModel]] = {}
+"""Model classes by JSON-schema name (filled from the Trigger model tree on first use)."""
 
 _DROPPED = frozenset({"title", "default", "$defs", "examples"})
 
 _KEY_ORDER = (
     "description", "type", "format", "nullable", "enum", "pattern", "minLength", "maxLength",
     "minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum", "minItems", "maxItems", "items",
-    "required", "properties", "additionalProperties", "oneOf",
+    "required", "properties", "additionalProperties", "oneOf", "x-kubernetes-validations",
 )
 
 _CONDITION = {
@@ -63,6 +70,10 @@ STATUS_SCHEMA: dict[str, Any] = {
     "x-kubernetes-preserve-unknown-fields": True,
     "properties": {
         "observedGeneration": {"type": "integer", "format": "int64"},
+        "function": {
+            "type": "string",
+            "description": "Where events go: the function's name (namespace/name) or URL.",
+        },
         "source": {
             "type": "string",
             "description": "What the trigger consumes, e.g. kafka:orders (Source.summary).",
@@ -101,20 +112,64 @@ STATUS_SCHEMA: dict[str, Any] = {
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Source", "type": "string", "jsonPath": ".status.source"},
-    {"name": "Function", "type": "string", "jsonPath": ".spec.function.name"},
+    {"name": "Function", "type": "string", "jsonPath": ".status.function"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Lag", "type": "integer", "jsonPath": ".status.lag"},
     {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Reason", "type": "string", "priority": 1,
+     "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
+"""`kubectl get trg`: every column but Age reads a `status` field the controller writes."""
+
+def _exactly_one_rule(fields: tuple[str, ...]) -> dict[str, str]:
+    has = ", ".join(f"has(self.{f})" for f in fields)
+    return {"rule": f"[{has}].filter(x, x).size() == 1", "message": f"exactly one of {', '.join(fields)}"}
+
+
+def _bounds_rule(model: type[BaseModel]) -> dict[str, str] | None:
+    """`minReplicas <= maxReplicas` for a model with both fields, unset ones at the model's default."""
+    fields = model.model_fields
+    if "min_replicas" not in fields or "max_replicas" not in fields:
+        return None
+    lo, hi = fields["min_replicas"].get_default(), fields["max_replicas"].get_default()
+    return {
+        "rule": f"(has(self.minReplicas) ? self.minReplicas : {lo}) <= "
+                f"(has(self.maxReplicas) ? self.maxReplicas : {hi})",
+        "message": "minReplicas must be <= maxReplicas",
+        "fieldPath": ".minReplicas",
+    }
+
+
+def _sink_loop_rules() -> list[dict[str, str]]:
+    """A dead-letter or reply sink on one of the trigger's own source topics/subjects (see TriggerSpec)."""
+    out = []
+    for which in ("deadLetter", "reply"):
+        sink = f"self.delivery.{which}"
+        guard = f"!has(self.delivery) || !has({sink})"
+        out.append({
+            "rule": f"{guard} || !has({sink}.kafka) || !has(self.source.kafka) || "
+                    f"!({sink}.kafka.topic in self.source.kafka.topics)",
+            "message": f"delivery.{which}.kafka.topic is also a source topic (events would loop back)",
+            "fieldPath": f".delivery.{which}.kafka.topic",
+        })
+        out.append({
+            "rule": f"{guard} || !has({sink}.nats) || !has(self.source.nats) || "
+                    f"{sink}.nats.subject != self.source.nats.subject",
+            "message": f"delivery.{which}.nats.subject is the source subject (events would loop back)",
+            "fieldPath": f".delivery.{which}.nats.subject",
+        })
+    return out
 
 
 def trigger_schema() -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a Trigger custom resource (`openAPIV3Schema`)."""
     raw = Trigger.model_json_schema(by_alias=True)
+    _collect_models(Trigger)
     defs: dict[str, Any] = raw.get("$defs", {})
     one_of = {cls.__name__: fields for cls, fields in _EXACTLY_ONE.items()}
     spec = _structural(raw["properties"]["spec"], defs, one_of, ())
+    spec["x-kubernetes-validations"] = _sink_loop_rules()
     return {
         "description": "A Trigger subscribes to one source (Kafka, NATS, cron or HTTP) and delivers "
         "its events as CloudEvents to a function.",
@@ -188,8 +243,13 @@ def _structural(
         if name in stack:
             raise ValueError(f"recursive model {name} cannot be inlined into a CRD schema")
         target = _structural(defs[name], defs, one_of, (*stack, name))
-        if name in one_of:
-            target["oneOf"] = [{"required": [f]} for f in one_of[name]]
+        rules = [_exactly_one_rule(one_of[name])] if name in one_of else []
+        model = _MODELS.get(name)
+        bounds = _bounds_rule(model) if model is not None else None
+        if bounds is not None:
+            rules.append(bounds)
+        if rules:
+            target["x-kubernetes-validations"] = rules
         return _ordered({**target, **_siblings(node)})
     if "allOf" in node and len(node["allOf"]) == 1:
         inner = node.pop("allOf")[0]
@@ -232,6 +292,22 @@ def _structural(
         else:
             out["x-kubernetes-preserve-unknown-fields"] = True  # Any: whatever the user writes
     return _ordered(out)
+
+
+def _collect_models(model: type[BaseModel]) -> None:
+    """Every model class reachable from `model`'s fields, by name (the `$defs` keys)."""
+    if model.__name__ in _MODELS:
+        return
+    _MODELS[model.__name__] = model
+    for info in model.model_fields.values():
+        for cls in _model_classes(info.annotation):
+            _collect_models(cls)
+
+
+def _model_classes(tp: Any) -> list[type[BaseModel]]:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    return [c for arg in get_args(tp) for c in _model_classes(arg)]
 
 
 def _siblings(node: dict[str, Any]) -> dict[str, Any]:

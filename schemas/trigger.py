@@ -33,10 +33,27 @@ class Model(BaseModel):
 # --- secrets and TLS -------------------------------------------------------------------------
 
 
-class SecretRef(Model):
-    """Where a secret comes from: an environment variable of the runtime (never inline in the spec)."""
+class SecretKeyRef(Model):
+    """One key of a Kubernetes Secret in the Trigger's own namespace (`eventbus run --kubernetes`)."""
 
-    env: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class SecretRef(Model):
+    """Where a secret comes from (never inline in the spec): exactly one of an environment variable of the
+    runtime (`env`) or a key of a Secret in the Trigger's namespace (`secretKeyRef`, Kubernetes mode).
+    `env` stays a plain string ("" when unset) so code that reads an environment variable needs no
+    change: the Kubernetes controller resolves a `secretKeyRef` into a private variable before a run."""
+
+    env: str = ""
+    secret_key_ref: SecretKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env == "") == (self.secret_key_ref is None):
+            raise ValueError("set exactly one of env, secretKeyRef")
+        return self
 
 
 class Tls(Model):
