@@ -188,7 +188,9 @@ class HmacAuth(Model):
     header: str = "X-Hub-Signature-256"
     secret_from: SecretRef | None = None
     secrets_from: list[SecretRef] | None = Field(
-        default=None, min_length=1, description="Several secrets at once (rotation): any one valid signature passes.")
+        default=None, min_length=1, max_length=8,
+        description="Several secrets at once (rotation): any one valid signature passes (at most 8: the API "
+                    "server bounds the cost of its validation rules).")
     algorithm: Literal["sha256", "sha1", "sha512"] = "sha256"
     timestamp_header: str | None = Field(
         default=None, min_length=1,

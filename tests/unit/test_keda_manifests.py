@@ -24,7 +24,13 @@ def _controller_args() -> list[str]:
 
 
 def _flag(args: list[str], name: str) -> int:
-    return int(args[args.index(name) + 1])
+    """The value of `--name N` or `--name=N` in the container's args."""
+    for i, a in enumerate(args):
+        if a == name:
+            return int(args[i + 1])
+        if a.startswith(name + "="):
+            return int(a.split("=", 1)[1])
+    raise AssertionError(f"{name} is not in the controller's args {args}")
 
 
 def _trigger(doc: dict[str, Any]) -> dict[str, Any]:
