@@ -34,7 +34,7 @@ from connectors.http_ingress import (
 )
 from schemas.cloudevent import CloudEvent
 from schemas.trigger import HttpSource, Trigger
-from triggers.delivery import Pipeline
+from triggers.delivery import Pipeline, internal_reason
 
 log = logging.getLogger("eventbus.http")
 
@@ -208,8 +208,17 @@ class HttpTrigger:
         return web.json_response({"results": results}, status=200 if ok else 502)
 
     async def deliver(self, event: CloudEvent) -> Response | None:
-        """`Pipeline.deliver`, keeping the function's last response for the caller; None if filtered."""
-        return (await self.pipeline.deliver(event)).response
+        """`Pipeline.deliver`, keeping the function's last response for the caller; None if filtered.
+
+        An unexpected exception settles the event like on every source (dead-lettered with
+        `internal: <ExceptionType>: <message>`) and answers 500 naming it."""
+        try:
+            return (await self.pipeline.deliver(event)).response
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self.pipeline.fail_internal(event, exc)
+            raise IngressError(500, "internal", internal_reason(exc), id=event.id) from exc
 
 
 def function_answer(resp: Response | None, event: CloudEvent) -> web.StreamResponse:

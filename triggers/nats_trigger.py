@@ -174,6 +174,7 @@ class JetStreamAdapter(_NatsBase):
         # fetched but not yet acked/nak'd messages (for in_progress, and to release them at close)
         self._held: dict[int, tuple[Msg, float]] = {}
         self._hit = False
+        self._fetch_errors = 0
 
     async def _ensure_consumer(self, js: JetStreamContext) -> None:
         spec = self.spec
@@ -230,10 +231,14 @@ class JetStreamAdapter(_NatsBase):
             return ()
         except nats.errors.Error as exc:  # disconnected, consumer gone, ...: back off and try again
             self._hit = False
-            log.warning("JetStream fetch failed; retrying", extra={"trigger": self.trigger_key,
-                                                                  "error": f"{type(exc).__name__}: {exc}"})
-            await asyncio.sleep(0.5)
+            self._fetch_errors += 1
+            n = self._fetch_errors
+            if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th, ... failure in a row: a line per backoff step
+                log.warning("JetStream fetch failed; retrying", extra={
+                    "trigger": self.trigger_key, "error": f"{type(exc).__name__}: {exc}", "failures": n})
+            await asyncio.sleep(min(0.5 * n, 5.0))
             return ()
+        self._fetch_errors = 0
         self._hit = bool(msgs)
         now = time.monotonic()
         for msg in msgs:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -484,7 +484,3 @@ async def test_revoke_waits_for_a_job_that_finishes_in_time() -> None:
     assert src.acked == ["p/0"], "a job that ends within the revocation window is settled, not cancelled"
     drv.stop()
     await asyncio.wait_for(run, 5)
-
-
-def _unused(_: Iterable[object]) -> None:  # keeps the typing imports honest for readers of the fakes
-    pass
