@@ -8,9 +8,8 @@ import time
 
 from aiohttp import web
 
-from tests.integration.support import FunctionServer
+from tests.integration.support import FunctionServer, create_topic, produce, trigger_yaml
 from tests.integration.support import RuntimeHarness as Harness
-from tests.integration.support import create_topic, produce, trigger_yaml
 
 HOT = 1500
 QUIET_PER_PARTITION = 5
