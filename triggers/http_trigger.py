@@ -40,6 +40,7 @@ log = logging.getLogger("eventbus.http")
 
 LAG_INTERVAL = 1.0
 INNER_MAX_BACKOFF = 30.0
+READY_POLL = 0.25
 
 # Hop-by-hop and transport headers of the function's answer that must not be copied to our answer
 # (the gateway client already decompressed the body, so Content-Encoding would lie).
@@ -97,6 +98,7 @@ class HttpTrigger:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.ready.clear()
 
     async def run(self, grace: float = 30.0) -> None:
         """Serve the path until `stop()`; then answer 503 to new requests, finish in-flight ones within
@@ -139,6 +141,7 @@ class HttpTrigger:
                     await inner.run(grace)
                 finally:
                     waiter.cancel()
+                    self.ready.clear()
                 if self._stopping.is_set():
                     return
             except asyncio.CancelledError:
@@ -154,8 +157,13 @@ class HttpTrigger:
             delay = min(delay * 2, INNER_MAX_BACKOFF)
 
     async def _mark_ready(self, inner: InnerController) -> None:
-        await inner.ready.wait()
-        self.ready.set()
+        """Mirror the consumer's readiness (it clears it during broker outages and restarts)."""
+        while True:
+            if inner.ready.is_set() and not self._stopping.is_set():
+                self.ready.set()
+            else:
+                self.ready.clear()
+            await asyncio.sleep(READY_POLL)
 
     async def _lag_loop(self) -> None:
         while True:
