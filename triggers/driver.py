@@ -82,7 +82,9 @@ class SourceDriver(Generic[M]):
         try:
             while not self._stopping.is_set():
                 try:
-                    await self.source.open(self._revoke)
+                    if not await self._open():
+                        await self.source.close()
+                        return  # stopped while connecting
                 except SourceUnreachable as exc:
                     if not muffled:
                         MUFFLER.begin()
@@ -120,6 +122,22 @@ class SourceDriver(Generic[M]):
             if muffled:
                 MUFFLER.end()
 
+    async def _open(self) -> bool:
+        """Open the source, cut short by `stop()` (a connect may hang for a client's whole timeout);
+        False when stopped first."""
+        opening = asyncio.ensure_future(self.source.open(self._revoke))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if opening.done():
+            opening.result()
+            return True
+        opening.cancel()
+        await asyncio.gather(opening, return_exceptions=True)
+        return False
+
     def _report_outage(self, exc: BaseException, retry_in: float) -> None:
         log.error(f"{exc}; retrying in {retry_in:g}s ({MUFFLER.take()} client errors suppressed)",
                   extra={"trigger": self.key, "error": str(exc), "retry_in": retry_in})
@@ -127,7 +145,8 @@ class SourceDriver(Generic[M]):
     async def _sleep(self, seconds: float) -> None:
         """Sleep, cut short by `stop()`."""
         try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: on 3.11 it can swallow a cancellation
+                await self._stopping.wait()
         except TimeoutError:
             pass
 
@@ -149,7 +168,8 @@ class SourceDriver(Generic[M]):
             for msg in await src.stop_intake():
                 self._submit(sched, msg)
             try:
-                await asyncio.wait_for(sched.wait_idle(), grace)
+                async with asyncio.timeout(grace):
+                    await sched.wait_idle()
             except TimeoutError:
                 log.warning("grace period over; abandoning in-flight events (they will be redelivered)",
                             extra={"trigger": self.key, "in_flight": sched.outstanding})
@@ -285,7 +305,8 @@ class SourceDriver(Generic[M]):
             while True:
                 await asyncio.sleep(PROBE_INTERVAL if self._healthy else delay)
                 try:
-                    await asyncio.wait_for(self.source.probe(), PROBE_TIMEOUT)
+                    async with asyncio.timeout(PROBE_TIMEOUT):
+                        await self.source.probe()
                 except (SourceUnreachable, TimeoutError) as exc:
                     if not muffled:
                         MUFFLER.begin()

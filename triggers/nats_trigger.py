@@ -364,7 +364,8 @@ class CoreNatsAdapter(_NatsBase):
     async def fetch(self, limit: int) -> Sequence[Msg]:
         inbox = self._inbox
         try:
-            first = await asyncio.wait_for(inbox.get(), FETCH_IDLE_TIMEOUT)
+            async with asyncio.timeout(FETCH_IDLE_TIMEOUT):  # wait_for could lose a message on cancel
+                first = await inbox.get()
         except TimeoutError:
             return ()
         out = [first]
@@ -409,7 +410,8 @@ class CoreNatsAdapter(_NatsBase):
         deadline = time.monotonic() + DRAIN_INTAKE
         while (not drain.done() or not self._inbox.empty()) and time.monotonic() < deadline:
             try:
-                out.append(await asyncio.wait_for(self._inbox.get(), 0.05))
+                async with asyncio.timeout(0.05):
+                    out.append(await self._inbox.get())
             except TimeoutError:
                 pass
         if not drain.done():

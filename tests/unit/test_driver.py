@@ -484,3 +484,19 @@ async def test_revoke_waits_for_a_job_that_finishes_in_time() -> None:
     assert src.acked == ["p/0"], "a job that ends within the revocation window is settled, not cancelled"
     drv.stop()
     await asyncio.wait_for(run, 5)
+
+
+async def test_stop_while_connecting_returns_at_once() -> None:
+    src = FakeSource()
+    hang = asyncio.Event()
+
+    async def slow_open(revoke: Revoke) -> None:
+        await hang.wait()
+
+    src.open = slow_open  # type: ignore[method-assign]
+    drv, _ = _driver(src)
+    run = asyncio.create_task(drv.run(5))
+    await asyncio.sleep(0.05)
+    drv.stop()
+    await asyncio.wait_for(run, 1)
+    assert src.closes == 1
