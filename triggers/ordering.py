@@ -107,16 +107,18 @@ class LaneScheduler(Generic[T]):
         """Queue `item` (never blocks); `lane` None = no ordering."""
         if self._closed:
             raise RuntimeError("scheduler is closed")
-        g = self._groups.get(group)
-        if g is None:
-            g = self._groups[group] = _Group(group)
+        ln = self._lanes.get(lane) if lane is not None else None
+        if ln is not None:
+            g = ln.group  # a lane lives in one group (a key seen on two NATS subjects stays in the first)
+        else:
+            found = self._groups.get(group)
+            g = found if found is not None else self._groups.setdefault(group, _Group(group))
         g.queued += 1
         self._outstanding += 1
         self._idle.clear()
         if lane is None:
             self._ready.append((g, item))
         else:
-            ln = self._lanes.get(lane)
             if ln is None:
                 ln = self._lanes[lane] = _Lane(lane, g)
                 g.lanes.add(lane)

@@ -141,3 +141,19 @@ async def test_a_failing_item_does_not_stall_the_lane() -> None:
     await asyncio.wait_for(sched.wait_idle(), 5)
     assert ran == [1]
     await sched.close()
+
+
+async def test_a_lane_seen_in_two_groups_keeps_its_accounts_straight() -> None:
+    order: list[int] = []
+
+    async def run(item: int) -> None:
+        await asyncio.sleep(0.001)
+        order.append(item)
+
+    sched: LaneScheduler[int] = LaneScheduler(run, 4, group_limit=100)
+    for i in range(10):  # JetStream `key` ordering: one key lane, messages on two subjects
+        sched.submit("subject.a" if i % 2 else "subject.b", "key-7", i)
+    await asyncio.wait_for(sched.wait_idle(), 5)
+    assert order == list(range(10))
+    assert sched.queued("subject.a") == 0 and sched.queued("subject.b") == 0 and sched.outstanding == 0
+    await sched.close()
