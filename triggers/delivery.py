@@ -153,16 +153,6 @@ class Pipeline:
         finally:
             m.in_flight.dec()
 
-    async def settle_guarded(self, event: CloudEvent, key: bytes | None = None) -> Outcome:
-        """`settle`, but an unexpected exception dead-letters the event (`internal: ...`) instead of
-        escaping: every way out of handling an event settles it."""
-        try:
-            return await self.settle(event, key)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            return await self.fail_internal(event, exc, key=key)
-
     async def fail_internal(self, event: CloudEvent, exc: BaseException, *, attempts: int = 0,
                             key: bytes | None = None) -> Outcome:
         """Settle an event whose handling raised: logged with its traceback, then dead-lettered (or dropped)

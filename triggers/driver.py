@@ -267,8 +267,9 @@ class SourceDriver(Generic[M]):
         while True:
             try:
                 if event is not None:
-                    await self.pipeline.fail_internal(event, exc, attempts=self.source.attempt(msg),
-                                                      key=self.source.key(msg))
+                    # the broker's delivery count where it keeps one; 0 (unknown) for in-process retries
+                    attempts = self.source.attempt(msg) if self.source.redelivers else 0
+                    await self.pipeline.fail_internal(event, exc, attempts=attempts, key=self.source.key(msg))
                 else:
                     raw = self.source.raw(msg)
                     await self.pipeline.settle_undecodable(
