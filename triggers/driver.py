@@ -129,6 +129,9 @@ class SourceDriver(Generic[M]):
         stop = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            opening.cancel()
+            raise
         finally:
             stop.cancel()
         if opening.done():
