@@ -34,6 +34,7 @@ log = logging.getLogger("eventbus.kafka")
 DEFAULT_EVENT_TYPE = "dev.eventbus.kafka.record"
 COMMIT_INTERVAL = 0.5
 MISSING_TOPIC_CHECK = 5.0
+PROBE_SKIP = 2.0
 
 Record: TypeAlias = "ConsumerRecord[Any, Any]"
 
@@ -81,6 +82,7 @@ class KafkaAdapter:
         self._metrics = metrics
         self._generation = 0
         self._batch_generation = 0
+        self._last_records = 0.0
         self._revoke: Revoke | None = None
         self.lag = 0
 
@@ -129,6 +131,8 @@ class KafkaAdapter:
         consumer = self._consumer
         if consumer is None:
             return
+        if time.monotonic() - self._last_records < PROBE_SKIP:
+            return  # records arrived just now: the broker answers, no need to ask it
         try:
             await consumer.topics()  # a metadata round trip to any broker
         except KafkaError as exc:
@@ -143,6 +147,8 @@ class KafkaAdapter:
         # aiokafka hands out records only while no reassignment is in progress; from here on, a
         # revocation before the driver submits them makes them stale (see `current`)
         self._batch_generation = self._generation
+        if batch:
+            self._last_records = time.monotonic()
         out: list[Record] = []
         offsets = self.offsets
         for tp, records in batch.items():
