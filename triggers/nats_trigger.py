@@ -24,8 +24,9 @@ nature, retries happen in-process (`Pipeline.settle`), concurrency bounded the s
 input is dead-lettered like everywhere else.
 
 Both are adapters of the one source driver (`triggers.driver`): groups are subjects, lanes subjects or keys.
-Neither can pause a subject at the server, so the driver bounds what they hold in all (twice the
-concurrency) instead.
+Neither can pause a subject at the server, so the driver bounds what they hold in all instead: JetStream up
+to the consumer's `max_ack_pending` (a hot subject's queue does not keep quiet subjects from being
+fetched), core NATS twice the concurrency.
 """
 
 from __future__ import annotations
@@ -437,9 +438,12 @@ class NatsTrigger(SourceDriver[Msg]):
         src = trigger.spec.source.nats
         assert src is not None
         adapter: Source[Msg]
+        total_limit: int | None = None
         if src.jetstream is not None:
-            adapter = JetStreamAdapter(trigger, pipeline.metrics, connect, src.jetstream, pipeline.max_attempts)
+            js = JetStreamAdapter(trigger, pipeline.metrics, connect, src.jetstream, pipeline.max_attempts)
+            # the server cannot pause one subject: hold up to the consumer's ack-pending bound, so a hot
+            # subject's queue does not stop quiet subjects from being fetched (`in_progress` keeps them)
+            adapter, total_limit = js, js.max_ack_pending
         else:
             adapter = CoreNatsAdapter(trigger, pipeline.metrics, connect)
-        super().__init__(trigger, pipeline, adapter,
-                         total_limit=min(2 * trigger.spec.delivery.concurrency, 1000) if src.jetstream else None)
+        super().__init__(trigger, pipeline, adapter, total_limit=total_limit)
