@@ -198,7 +198,7 @@ class SourceDriver(Generic[M]):
                     if t.done() and not t.cancelled() and t.exception() is not None:
                         raise t.exception()  # type: ignore[misc]
                 if src.pauses_groups:
-                    limit = MAX_BATCH
+                    limit = min(MAX_BATCH, self.group_limit)  # a batch overfills a group by this at most
                 else:
                     limit = min(MAX_BATCH, self.total_limit - sched.outstanding)
                     if limit <= 0:
