@@ -152,6 +152,7 @@ class Runtime:
         self._pending: dict[str, asyncio.Task[None]] = {}
         self._timer_keys: set[str] = set()
         self.scaling = ScalingService(self)  # lag watchers and the scaling hint outputs
+        self.draining = False  # set when stop begins: /readyz answers 503 from then on
 
     # --- shared clients -----------------------------------------------------------------------
 
@@ -228,7 +229,8 @@ class Runtime:
         return controller
 
     async def _supervise(self, controller: Controller) -> None:
-        """Run a controller; restart it after a crash (unreachable broker etc.) with backoff."""
+        """Run a controller; restart it after a crash with backoff. Source drivers restart their own
+        source (and report outages); this is the last line for a controller that raises anyway."""
         delay = 1.0
         while True:
             try:
@@ -290,9 +292,13 @@ class Runtime:
                   extra={"trigger": trigger.key, "error": f"{type(exc).__name__}: {exc}", "retry_in": retry_in})
 
     def ready(self) -> bool:
+        """True only while not draining, no trigger is pending (its broker unreachable at start), and
+        every trigger runs and says it is ready (drivers clear it during outages and restarts)."""
+        if self.draining:
+            return False
         timers_ok = self._timers is None or self._timers.ready()
         return (timers_ok and not self._pending
-                and all(r.controller.ready.is_set() for r in self._running.values()))
+                and all(r.controller.ready.is_set() and not r.task.done() for r in self._running.values()))
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -315,6 +321,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close."""
+        self.draining = True
         await self.scaling.stop()
         for task in list(self._pending.values()):
             task.cancel()

@@ -74,6 +74,9 @@ class Settler(Protocol):
 
     async def settle(self, event: CloudEvent, key: bytes | None = None) -> Outcome: ...
 
+    async def fail_internal(self, event: CloudEvent, exc: BaseException, *, attempts: int = 0,
+                            key: bytes | None = None) -> Outcome: ...
+
 
 LockFactory = Callable[[], Awaitable[SchedulerLock]]
 
@@ -358,7 +361,12 @@ class CronTrigger:
     async def _deliver(self, tick: datetime, event: CloudEvent) -> None:
         settled = False
         try:
-            await self.pipeline.settle(event)
+            try:
+                await self.pipeline.settle(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the same policy as every source: an internal dead letter
+                await self.pipeline.fail_internal(event, exc)
             settled = True
         except asyncio.CancelledError:
             settled = self.source.concurrency_policy == "Replace" and not self._stopping.is_set()

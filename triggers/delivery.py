@@ -28,6 +28,11 @@ log = logging.getLogger("eventbus.delivery")
 SINK_RETRY_MAX_DELAY = 5.0
 
 
+def internal_reason(exc: BaseException) -> str:
+    """The dead-letter reason of an unexpected exception: `internal: <ExceptionType>: <message>`."""
+    return f"internal: {type(exc).__name__}: {exc}"
+
+
 class Outcome(enum.Enum):
     DELIVERED = "delivered"
     FILTERED = "filtered"
@@ -148,6 +153,41 @@ class Pipeline:
         finally:
             m.in_flight.dec()
 
+    async def fail_internal(self, event: CloudEvent, exc: BaseException, *, attempts: int = 0,
+                            key: bytes | None = None) -> Outcome:
+        """Settle an event whose handling raised: logged with its traceback, then dead-lettered (or dropped)
+        with the reason `internal: <ExceptionType>: <message>`."""
+        log.error("unexpected error while handling an event; dead-lettering it",
+                  extra={"trigger": self.trigger_key, "event_id": event.id, "error": internal_reason(exc)},
+                  exc_info=exc)
+        return await self.fail(event, internal_reason(exc), 0, attempts, key)
+
+    async def settle_once(self, event: CloudEvent, delivery: int) -> float | None:
+        """One delivery of an event a broker redelivers (JetStream): dispatch once; returns None when the
+        fate is settled (delivered, filtered, dead-lettered, dropped), else the delay before the redelivery
+        the caller asks for (`nak`)."""
+        m = self.metrics
+        m.received.inc()
+        if self._filter and not self.matches(event):
+            m.filtered.inc()
+            return None
+        m.in_flight.inc()
+        try:
+            result = await self.attempt(event)
+            if result.ok:
+                m.delivered.inc()
+                if self.reply_sink is not None:
+                    await self.publish_reply(event, result.response)
+                return None
+            if result.final or delivery >= self.max_attempts:
+                why = result.reason if result.final else f"retries exhausted: {result.reason}"
+                await self.fail(event, why, result.response.status, delivery)
+                return None
+            m.retried.inc()
+            return self.backoff.delay(delivery, result.response.retry_after())
+        finally:
+            m.in_flight.dec()
+
     async def fail(
         self, event: CloudEvent, reason: str, code: int, attempts: int, key: bytes | None = None
     ) -> Outcome:
@@ -212,13 +252,16 @@ class Pipeline:
             try:
                 await sink.send(event, key)
                 return
-            except SinkError as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # SinkError, or a sink's bug: either way stall and retry, never drop
                 n += 1
                 self.metrics.family.sink_errors.labels(self.trigger_key, what).inc()
                 delay = min(SINK_RETRY_MAX_DELAY, 0.1 * (2 ** min(n, 10)))
                 log.error(
                     f"{what} sink write failed; retrying (nothing is committed past this event)",
-                    extra={"trigger": self.trigger_key, "event_id": event.id, "error": str(exc), "attempt": n,
+                    extra={"trigger": self.trigger_key, "event_id": event.id,
+                           "error": str(exc) if isinstance(exc, SinkError) else internal_reason(exc), "attempt": n,
                            "retry_in": round(delay, 3)},
                 )
                 await asyncio.sleep(delay)

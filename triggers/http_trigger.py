@@ -34,12 +34,13 @@ from connectors.http_ingress import (
 )
 from schemas.cloudevent import CloudEvent
 from schemas.trigger import HttpSource, Trigger
-from triggers.delivery import Pipeline
+from triggers.delivery import Pipeline, internal_reason
 
 log = logging.getLogger("eventbus.http")
 
 LAG_INTERVAL = 1.0
 INNER_MAX_BACKOFF = 30.0
+READY_POLL = 0.25
 
 # Hop-by-hop and transport headers of the function's answer that must not be copied to our answer
 # (the gateway client already decompressed the body, so Content-Encoding would lie).
@@ -97,6 +98,7 @@ class HttpTrigger:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.ready.clear()
 
     async def run(self, grace: float = 30.0) -> None:
         """Serve the path until `stop()`; then answer 503 to new requests, finish in-flight ones within
@@ -143,6 +145,7 @@ class HttpTrigger:
                     await inner.run(grace)
                 finally:
                     waiter.cancel()
+                    self.ready.clear()
                 if self._stopping.is_set():
                     return
             except asyncio.CancelledError:
@@ -158,8 +161,13 @@ class HttpTrigger:
             delay = min(delay * 2, INNER_MAX_BACKOFF)
 
     async def _mark_ready(self, inner: InnerController) -> None:
-        await inner.ready.wait()
-        self.ready.set()
+        """Mirror the consumer's readiness (it clears it during broker outages and restarts)."""
+        while True:
+            if inner.ready.is_set() and not self._stopping.is_set():
+                self.ready.set()
+            else:
+                self.ready.clear()
+            await asyncio.sleep(READY_POLL)
 
     async def _lag_loop(self) -> None:
         while True:
@@ -225,8 +233,17 @@ class HttpTrigger:
         return web.json_response({"results": results}, status=200 if ok else 502)
 
     async def deliver(self, event: CloudEvent) -> Response | None:
-        """`Pipeline.deliver`, keeping the function's last response for the caller; None if filtered."""
-        return (await self.pipeline.deliver(event)).response
+        """`Pipeline.deliver`, keeping the function's last response for the caller; None if filtered.
+
+        An unexpected exception settles the event like on every source (dead-lettered with
+        `internal: <ExceptionType>: <message>`) and answers 500 naming it."""
+        try:
+            return (await self.pipeline.deliver(event)).response
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self.pipeline.fail_internal(event, exc)
+            raise IngressError(500, "internal", internal_reason(exc), id=event.id) from exc
 
 
 def function_answer(resp: Response | None, event: CloudEvent) -> web.StreamResponse:

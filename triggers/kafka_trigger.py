@@ -1,12 +1,18 @@
-"""The Kafka trigger controller: consume, decode, order, settle, commit only what is settled."""
+"""The Kafka trigger: an adapter of one consumer group to the source driver (`triggers.driver`).
+
+Offsets are committed only up to the highest contiguous settled offset of each partition. Flow control
+is per partition: a partition whose queue is full is paused at the consumer, the others keep fetching.
+On revocation the driver finishes or cancels the revoked partitions' running events before their settled
+offsets are committed and the partitions are released.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
-from typing import Any
+from collections.abc import Hashable, Sequence
+from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -14,26 +20,31 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from connectors.kafka import make_consumer, resolve_bootstrap, security_settings
-from schemas.errors import SchemaError
+from schemas.cloudevent import CloudEvent
 from schemas.kafka_binding import from_kafka, wrap_kafka_record
 from schemas.trigger import KafkaSource, Trigger
 from triggers.delivery import Pipeline
+from triggers.driver import SourceDriver
+from triggers.metrics import TriggerMetrics
 from triggers.offsets import PartitionOffsets
-from triggers.ordering import LaneExecutor
+from triggers.source import RawInput, Revoke, SourceUnreachable
 
 log = logging.getLogger("eventbus.kafka")
 
 DEFAULT_EVENT_TYPE = "dev.eventbus.kafka.record"
 COMMIT_INTERVAL = 0.5
 MISSING_TOPIC_CHECK = 5.0
+PROBE_SKIP = 2.0
+
+Record: TypeAlias = "ConsumerRecord[Any, Any]"
 
 
-class KafkaUnreachable(ConnectionError):
-    """The consumer could not connect to its bootstrap servers (the runtime retries with backoff)."""
+class KafkaUnreachable(SourceUnreachable):
+    """The consumer could not connect to its bootstrap servers (the driver retries with backoff)."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: KafkaTrigger) -> None:
+    def __init__(self, owner: KafkaAdapter) -> None:
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -41,48 +52,50 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self.owner.on_assigned(list(assigned))
-        log.info("partitions assigned", extra={"trigger": self.owner.trigger.key,
+        log.info("partitions assigned", extra={"trigger": self.owner.trigger_key,
                                                "partitions": [f"{tp.topic}/{tp.partition}" for tp in assigned]})
 
 
-class KafkaTrigger:
-    """Runs one Kafka trigger until stopped; safe against crashes (at least once) and rebalances."""
+class KafkaAdapter:
+    """`Source[ConsumerRecord]` for one Kafka trigger: groups are partitions."""
 
-    def __init__(self, trigger: Trigger, pipeline: Pipeline, *, default_bootstrap: str | None = None,
+    redelivers = False
+    pauses_groups = True
+
+    def __init__(self, trigger: Trigger, metrics: TriggerMetrics, *, default_bootstrap: str | None = None,
                  client_id: str = "eventbus") -> None:
         src = trigger.spec.source.kafka
         assert src is not None
         self.trigger = trigger
+        self.trigger_key = trigger.key
         self.source: KafkaSource = src
-        self.pipeline = pipeline
         self.bootstrap = resolve_bootstrap(src.bootstrap_servers, default_bootstrap)
-        self.group = src.group_for(trigger.key)
+        self.broker = f"Kafka at {self.bootstrap}"
+        self.group_id = src.group_for(trigger.key)
         self.client_id = client_id
         self.event_type = trigger.spec.event.type or DEFAULT_EVENT_TYPE
         self._source_override = trigger.spec.event.source
-        self.executor = LaneExecutor(trigger.spec.delivery.concurrency)
+        self.ordering = src.ordering
         self.offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._consumer: AIOKafkaConsumer | None = None
-        self._stopping = asyncio.Event()
         self._commit_lock = asyncio.Lock()
-        self._metrics = pipeline.metrics
+        self._metrics = metrics
         self._generation = 0
-        self._running: dict[TopicPartition, int] = {}
+        self._batch_generation = 0
+        self._last_records = 0.0
+        self._revoke: Revoke | None = None
         self.lag = 0
-        self.ready = asyncio.Event()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def run(self, grace: float = 30.0) -> None:
-        """Consume until `stop()`; then drain in-flight work for up to `grace` seconds and commit."""
-        # A rerun after a crash starts clean: the new consumer re-reads from the committed offsets.
-        self.ready.clear()
+    async def open(self, revoke: Revoke) -> None:
+        # A reopen after a failure starts clean: the new consumer re-reads from the committed offsets.
         self.offsets.clear()
-        self._running.clear()
         self._generation += 1
+        self._revoke = revoke
         consumer = make_consumer(
             bootstrap=self.bootstrap,
-            group=self.group,
+            group=self.group_id,
             offset_reset=self.source.initial_offset,
             security=security_settings(self.source.sasl, self.source.tls),
             client_id=f"{self.client_id}-{self.trigger.metadata.name}",
@@ -93,103 +106,125 @@ class KafkaTrigger:
             await consumer.stop()  # else the half-started client leaks its connections and tasks
             raise KafkaUnreachable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
         self._consumer = consumer
-        commit_task = asyncio.create_task(self._commit_loop())
-        try:
-            consumer.subscribe(self.source.topics, listener=_Rebalance(self))
-            self.ready.set()
-            await self._fetch_loop(consumer)
-            try:
-                await asyncio.wait_for(self.executor.wait_idle(), grace)
-            except TimeoutError:
-                log.warning("grace period over; abandoning in-flight events (they will be redelivered)",
-                            extra={"trigger": self.trigger.key, "in_flight": self.executor.outstanding})
-                await self.executor.cancel_all()
-        finally:
-            commit_task.cancel()
-            await asyncio.gather(commit_task, return_exceptions=True)
-            try:
-                await self._commit()
-            except KafkaError as exc:
-                log.error("final commit failed", extra={"trigger": self.trigger.key, "error": repr(exc)})
-            await self.executor.cancel_all()
-            await consumer.stop()
-            self._consumer = None
+        consumer.subscribe(self.source.topics, listener=_Rebalance(self))
 
-    def stop(self) -> None:
-        self._stopping.set()
+    async def close(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        try:
+            await self._commit()
+        except KafkaError as exc:
+            log.error("final commit failed", extra={"trigger": self.trigger_key, "error": repr(exc)})
+        self._generation += 1
+        self._revoke = None  # the driver's items are all cancelled or settled by now
+        try:
+            await consumer.stop()
+        except Exception as exc:
+            log.warning("consumer stop failed", extra={"trigger": self.trigger_key, "error": repr(exc)})
+        self._consumer = None
+
+    async def stop_intake(self) -> Sequence[Record]:
+        return ()
+
+    async def probe(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        if time.monotonic() - self._last_records < PROBE_SKIP:
+            return  # records arrived just now: the broker answers, no need to ask it
+        try:
+            await consumer.topics()  # a metadata round trip to any broker
+        except KafkaError as exc:
+            raise KafkaUnreachable(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
 
     # --- fetching -----------------------------------------------------------------------------
 
-    async def _fetch_loop(self, consumer: AIOKafkaConsumer) -> None:
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            while not self._stopping.is_set():
-                fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=1000, max_records=500))
-                await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if not fetch.done():
-                    fetch.cancel()
-                    await asyncio.gather(fetch, return_exceptions=True)
-                    break
-                generation = self._generation
-                for tp, records in fetch.result().items():
-                    for record in records:
-                        if self._stopping.is_set() or generation != self._generation:
-                            break  # stopping, or revoked meanwhile: the next owner reads the rest
-                        await self._submit(tp, record, generation)
-        finally:
-            stop.cancel()
+    async def fetch(self, limit: int) -> Sequence[Record]:
+        consumer = self._consumer
+        assert consumer is not None
+        batch = await consumer.getmany(timeout_ms=1000, max_records=limit)
+        # aiokafka hands out records only while no reassignment is in progress; from here on, a
+        # revocation before the driver submits them makes them stale (see `current`)
+        self._batch_generation = self._generation
+        if batch:
+            self._last_records = time.monotonic()
+        out: list[Record] = []
+        offsets = self.offsets
+        for tp, records in batch.items():
+            if not records:
+                continue
+            tracker = offsets.get(tp)
+            if tracker is None:
+                tracker = offsets[tp] = PartitionOffsets()
+            for record in records:
+                tracker.add(record.offset)
+            out.extend(records)
+        return out
 
-    async def _submit(self, tp: TopicPartition, record: ConsumerRecord[Any, Any], generation: int) -> None:
-        tracker = self.offsets.get(tp)
-        if tracker is None:
-            tracker = self.offsets[tp] = PartitionOffsets()
-        ordering = self.source.ordering
-        lane: Hashable | None
+    def current(self) -> bool:
+        return self._batch_generation == self._generation
+
+    def group(self, msg: Record) -> Hashable:
+        tp: Hashable = TopicPartition(msg.topic, msg.partition)
+        return tp
+
+    def lane(self, msg: Record, event: CloudEvent | None) -> Hashable | None:
+        ordering = self.ordering
         if ordering == "partition":
-            lane = tp
-        elif ordering == "key":
-            lane = (tp, record.key)
-        else:
-            lane = None
-        offset = record.offset
-        tracker.add(offset)
-        running = self._running
+            return (msg.topic, msg.partition)
+        if ordering == "key":
+            return (msg.topic, msg.partition, msg.key)
+        return None
 
-        async def job() -> None:
-            if generation != self._generation:
-                return  # fetched before a revocation: not ours to settle any more
-            running[tp] = running.get(tp, 0) + 1
-            try:
-                await self._handle(tp, record)
-                tracker.settle(offset)
-            finally:
-                running[tp] -= 1
+    def _event_source(self, topic: str) -> str:
+        return self._source_override or f"kafka://{topic}"
 
-        await self.executor.submit(lane, tp, job)
-
-    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
-        headers = list(record.headers or ())
-        source = self._source_override or f"kafka://{tp.topic}"
-        try:
-            event = from_kafka(headers, record.value)
-        except SchemaError as exc:
-            ctype = next((v.decode("utf-8", "replace") for k, v in headers if k.lower() == "content-type"), None)
-            await self.pipeline.settle_undecodable(
-                id=f"{tp.topic}/{tp.partition}/{record.offset}", source=source, raw=record.value,
-                content_type=ctype, reason=str(exc), key=record.key,
-            )
-            return
+    def decode(self, msg: Record) -> CloudEvent:
+        headers = msg.headers or ()
+        event = from_kafka(headers, msg.value)
         if event is None:
             event = wrap_kafka_record(
-                topic=tp.topic, partition=tp.partition, offset=record.offset, timestamp_ms=record.timestamp,
-                key=record.key, headers=headers, value=record.value, event_type=self.event_type,
-                event_source=source,
+                topic=msg.topic, partition=msg.partition, offset=msg.offset, timestamp_ms=msg.timestamp,
+                key=msg.key, headers=list(headers), value=msg.value, event_type=self.event_type,
+                event_source=self._event_source(msg.topic),
             )
-        await self.pipeline.settle(event, record.key)
+        return event
+
+    def raw(self, msg: Record) -> RawInput:
+        headers = msg.headers or ()
+        ctype = next((v.decode("utf-8", "replace") for k, v in headers if k.lower() == "content-type" and v), None)
+        return RawInput(id=f"{msg.topic}/{msg.partition}/{msg.offset}", source=self._event_source(msg.topic),
+                        data=msg.value, content_type=ctype, key=msg.key)
+
+    def key(self, msg: Record) -> bytes | None:
+        key: bytes | None = msg.key
+        return key
+
+    def attempt(self, msg: Record) -> int:
+        return 1
+
+    async def ack(self, msg: Record) -> None:
+        tracker = self.offsets.get(TopicPartition(msg.topic, msg.partition))
+        if tracker is not None:
+            tracker.settle(msg.offset)
+
+    async def nak(self, msg: Record, delay: float) -> None:
+        raise NotImplementedError("Kafka retries in-process")
+
+    def pause(self, group: Hashable) -> None:
+        consumer = self._consumer
+        if consumer is not None and isinstance(group, TopicPartition) and group in consumer.assignment():
+            consumer.pause(group)
+
+    def resume(self, group: Hashable) -> None:
+        consumer = self._consumer
+        if consumer is not None and isinstance(group, TopicPartition) and group in consumer.assignment():
+            consumer.resume(group)
 
     # --- committing ---------------------------------------------------------------------------
 
-    async def _commit_loop(self) -> None:
+    async def housekeeping(self) -> None:
         checked_topics_at = time.monotonic() + MISSING_TOPIC_CHECK
         while True:
             await asyncio.sleep(COMMIT_INTERVAL)
@@ -200,7 +235,7 @@ class KafkaTrigger:
                 await self._commit()
                 self._update_lag()
             except KafkaError as exc:
-                log.warning("commit failed; will retry", extra={"trigger": self.trigger.key, "error": repr(exc)})
+                log.warning("commit failed; will retry", extra={"trigger": self.trigger_key, "error": repr(exc)})
 
     async def _warn_missing_topics(self) -> None:
         """A subscription to a topic that does not exist waits silently in Kafka: say so, once."""
@@ -214,7 +249,7 @@ class KafkaTrigger:
         for topic in self.source.topics:
             if topic not in existing:
                 log.warning("source topic does not exist; waiting for it to be created",
-                            extra={"trigger": self.trigger.key, "topic": topic, "bootstrap": self.bootstrap})
+                            extra={"trigger": self.trigger_key, "topic": topic, "bootstrap": self.bootstrap})
 
     async def _commit(self, only: list[TopicPartition] | None = None) -> None:
         consumer = self._consumer
@@ -231,8 +266,10 @@ class KafkaTrigger:
             await consumer.commit({tp: OffsetAndMetadata(pos, "") for tp, pos in todo.items()})
             gauge = self._metrics.family.committed_offset
             for tp, pos in todo.items():
-                self.offsets[tp].mark_committed(pos)
-                gauge.labels(self.trigger.key, tp.topic, str(tp.partition)).set(pos)
+                tracker = self.offsets.get(tp)
+                if tracker is not None:
+                    tracker.mark_committed(pos)
+                gauge.labels(self.trigger_key, tp.topic, str(tp.partition)).set(pos)
 
     def _update_lag(self) -> None:
         consumer = self._consumer
@@ -244,13 +281,15 @@ class KafkaTrigger:
             end = consumer.highwater(tp)
             if end is None:
                 continue
-            end_gauge.labels(self.trigger.key, tp.topic, str(tp.partition)).set(end)
+            end_gauge.labels(self.trigger_key, tp.topic, str(tp.partition)).set(end)
             t = self.offsets.get(tp)
             if t is None or t.committed is None:
                 continue  # nothing committed by us yet: position unknown until the first commit
             total += max(0, end - t.committed)
         self._metrics.lag.set(total)
         self.lag = total
+
+    # --- rebalancing --------------------------------------------------------------------------
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Learn where each new partition starts, so lag is right before the first commit (KEDA's rule: no
@@ -270,24 +309,36 @@ class KafkaTrigger:
                     tracker.mark_committed(committed if committed is not None else starts.get(tp, 0))
         except KafkaError as exc:
             log.warning("could not read committed offsets; lag is unknown until the first commit",
-                        extra={"trigger": self.trigger.key, "error": repr(exc)})
+                        extra={"trigger": self.trigger_key, "error": repr(exc)})
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Drop queued work of revoked partitions, wait for what runs, then commit their settled offsets."""
-        self._generation += 1
+        """Before the partitions go: no event of theirs runs any more (queued ones dropped, running ones
+        finished or cancelled by the driver, whatever their retry budget), then their settled offsets are
+        committed. Unsettled = uncommitted: the next owner reads them again."""
         if not revoked:
             return
-        for tp in revoked:
-            self.executor.discard_group(tp)
-        deadline = time.monotonic() + self.trigger.spec.delivery.timeout + 5
-        while any(self._running.get(tp, 0) > 0 for tp in revoked) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        self._generation += 1
+        if self._revoke is not None:
+            await self._revoke(revoked)
         try:
             await self._commit(only=revoked)
         except KafkaError as exc:
-            log.error("commit on revocation failed", extra={"trigger": self.trigger.key, "error": repr(exc)})
+            log.error("commit on revocation failed", extra={"trigger": self.trigger_key, "error": repr(exc)})
         for tp in revoked:
             self.offsets.pop(tp, None)
-            self._running.pop(tp, None)
-        log.info("partitions revoked", extra={"trigger": self.trigger.key,
+        log.info("partitions revoked", extra={"trigger": self.trigger_key,
                                               "partitions": [f"{tp.topic}/{tp.partition}" for tp in revoked]})
+
+
+class KafkaTrigger(SourceDriver[Record]):
+    """Runs one Kafka trigger until stopped; safe against crashes (at least once) and rebalances."""
+
+    def __init__(self, trigger: Trigger, pipeline: Pipeline, *, default_bootstrap: str | None = None,
+                 client_id: str = "eventbus") -> None:
+        self.adapter = KafkaAdapter(trigger, pipeline.metrics, default_bootstrap=default_bootstrap,
+                                    client_id=client_id)
+        super().__init__(trigger, pipeline, self.adapter)
+
+    @property
+    def offsets(self) -> dict[TopicPartition, PartitionOffsets]:
+        return self.adapter.offsets

@@ -1,8 +1,12 @@
-"""Bounded concurrency with ordering lanes: one event at a time per lane, lanes in parallel.
+"""Ordering lanes and flow control per group: one item at a time per lane, lanes in parallel.
 
-The lane of an event decides its ordering: the partition (`partition`), the partition and key (`key`),
-or none at all (`none`). Capacity counts queued and running events alike, so `submit` blocks the fetch
-loop when the trigger holds `concurrency` unsettled events: backpressure, not unbounded buffering.
+An item belongs to a *group* (a Kafka partition, a NATS subject) and to a *lane* inside it (the
+partition for `partition` ordering, the partition and key for `key`, none at all for `none`). Each group
+has a bounded queue: when it holds `group_limit` queued items, `on_full(group)` is called (the source
+pauses that partition alone) and `on_room(group)` once it has drained to half. A fixed pool of
+`concurrency` workers runs the items, round robin over the lanes that have work, so `concurrency` bounds
+requests in flight (running items), not queued ones, and a hot group never starves a quiet one.
+Workers are long-lived tasks that loop; no task is created per item.
 """
 
 from __future__ import annotations
@@ -10,117 +14,293 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Generic, TypeVar
 
 log = logging.getLogger("eventbus.ordering")
 
-Job = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
-class _Lane:
-    __slots__ = ("queue", "task")
+class _Group:
+    __slots__ = ("idle", "key", "lanes", "paused", "queued", "running")
 
-    def __init__(self) -> None:
-        self.queue: deque[tuple[Hashable, Job]] = deque()
-        self.task: asyncio.Task[None] | None = None
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.queued = 0
+        self.running = 0
+        self.paused = False
+        self.lanes: set[Hashable] = set()
+        self.idle: asyncio.Event | None = None  # created on demand by `revoke`
 
 
-class LaneExecutor:
-    """Runs jobs with at most `concurrency` outstanding; jobs of one lane run one at a time, in order."""
+class _Lane(Generic[T]):
+    __slots__ = ("active", "group", "key", "queue", "running")
 
-    def __init__(self, concurrency: int) -> None:
-        self.concurrency = concurrency
-        self._slots = asyncio.Semaphore(concurrency)
-        self._lanes: dict[Hashable, _Lane] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+    def __init__(self, key: Hashable, group: _Group) -> None:
+        self.key = key
+        self.group = group
+        self.queue: deque[T] = deque()
+        self.active = False  # in the ready queue or running: exactly one worker at a time
+        self.running = False
+
+
+class LaneScheduler(Generic[T]):
+    """Runs `handler(item)` for submitted items: in order per lane, `concurrency` at a time overall."""
+
+    def __init__(
+        self,
+        handler: Callable[[T], Awaitable[None]],
+        concurrency: int,
+        *,
+        group_limit: int,
+        on_full: Callable[[Hashable], None] | None = None,
+        on_room: Callable[[Hashable], None] | None = None,
+    ) -> None:
+        self._handler = handler
+        self.concurrency = max(1, concurrency)
+        self.group_limit = max(1, group_limit)
+        self._resume_at = self.group_limit // 2
+        self._on_full = on_full
+        self._on_room = on_room
+        self._groups: dict[Hashable, _Group] = {}
+        self._lanes: dict[Hashable, _Lane[T]] = {}
+        self._ready: deque[_Lane[T] | tuple[_Group, T]] = deque()
+        self._sleepers: deque[asyncio.Future[None]] = deque()
+        self._workers: dict[asyncio.Task[None], _Group | None] = {}
         self._outstanding = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._room: asyncio.Event | None = None
+        self._room_below = 0
+        self._closed = False
+
+    # --- state --------------------------------------------------------------------------------
 
     @property
     def outstanding(self) -> int:
+        """Items queued or running."""
         return self._outstanding
 
-    async def submit(self, lane: Hashable | None, group: Hashable, job: Job) -> None:
-        """Queue `job` on `lane` (None = no ordering), waiting for capacity first.
+    def queued(self, group: Hashable) -> int:
+        g = self._groups.get(group)
+        return 0 if g is None else g.queued
 
-        `group` tags the job (the partition) so `discard_group` can drop its queued jobs on revocation.
-        """
-        await self._slots.acquire()
-        self._outstanding += 1
-        self._idle.clear()
-        if lane is None:
-            task = asyncio.create_task(self._run_one(job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        ln = self._lanes.get(lane)
-        if ln is None:
-            ln = self._lanes[lane] = _Lane()
-        ln.queue.append((group, job))
-        if ln.task is None:
-            ln.task = asyncio.create_task(self._drain(lane, ln))
-
-    def _release(self) -> None:
-        self._outstanding -= 1
-        self._slots.release()
-        if self._outstanding == 0:
-            self._idle.set()
-
-    async def _run_one(self, job: Job) -> None:
-        try:
-            await job()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("job failed")
-        finally:
-            self._release()
-
-    async def _drain(self, key: Hashable, lane: _Lane) -> None:
-        try:
-            while lane.queue:
-                _, job = lane.queue[0]
-                try:
-                    await job()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("job failed")
-                finally:
-                    if lane.queue:
-                        lane.queue.popleft()
-                    self._release()
-        finally:
-            lane.task = None
-            for _ in lane.queue:  # cancelled with queued jobs: give their capacity back
-                self._release()
-            lane.queue.clear()
-            if self._lanes.get(key) is lane:
-                del self._lanes[key]
-
-    def discard_group(self, group: Hashable) -> int:
-        """Drop queued (not running) jobs of `group`; returns how many were dropped."""
-        dropped = 0
-        for lane in self._lanes.values():
-            if not lane.queue:
-                continue
-            head = lane.queue[0] if lane.task is not None else None
-            keep: deque[tuple[Hashable, Job]] = deque()
-            for item in lane.queue:
-                if item[0] == group and item is not head:
-                    dropped += 1
-                    self._release()
-                else:
-                    keep.append(item)
-            lane.queue = keep
-        return dropped
+    def paused(self, group: Hashable) -> bool:
+        g = self._groups.get(group)
+        return g is not None and g.paused
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
-    async def cancel_all(self) -> None:
-        tasks = [*self._tasks, *(ln.task for ln in self._lanes.values() if ln.task is not None)]
+    async def wait_room(self, limit: int) -> None:
+        """Wait until fewer than `limit` items are queued or running."""
+        if self._outstanding < limit:
+            return
+        self._room_below = limit
+        self._room = asyncio.Event()
+        await self._room.wait()
+
+    # --- submitting ---------------------------------------------------------------------------
+
+    def submit(self, group: Hashable, lane: Hashable | None, item: T) -> None:
+        """Queue `item` (never blocks); `lane` None = no ordering."""
+        if self._closed:
+            raise RuntimeError("scheduler is closed")
+        ln = self._lanes.get(lane) if lane is not None else None
+        if ln is not None:
+            g = ln.group  # a lane lives in one group (a key seen on two NATS subjects stays in the first)
+        else:
+            found = self._groups.get(group)
+            g = found if found is not None else self._groups.setdefault(group, _Group(group))
+        g.queued += 1
+        self._outstanding += 1
+        self._idle.clear()
+        if lane is None:
+            self._ready.append((g, item))
+        else:
+            if ln is None:
+                ln = self._lanes[lane] = _Lane(lane, g)
+                g.lanes.add(lane)
+            ln.queue.append(item)
+            if ln.active:
+                self._check_full(g)
+                return
+            ln.active = True
+            self._ready.append(ln)
+        self._check_full(g)
+        self._wake_worker()
+
+    def _check_full(self, g: _Group) -> None:
+        if not g.paused and g.queued >= self.group_limit:
+            g.paused = True
+            if self._on_full is not None:
+                self._on_full(g.key)
+
+    def _wake_worker(self) -> None:
+        while self._sleepers:
+            fut = self._sleepers.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        if len(self._workers) < self.concurrency:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._work())
+        self._workers[task] = None
+        task.add_done_callback(self._worker_done)
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        self._workers.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("scheduler worker died", exc_info=task.exception())
+        if not self._closed and self._ready and len(self._workers) < self.concurrency:
+            self._spawn()
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        workers = self._workers
+        ready = self._ready
+        loop = asyncio.get_running_loop()
+        while True:
+            if not ready:
+                fut: asyncio.Future[None] = loop.create_future()
+                self._sleepers.append(fut)
+                await fut
+                continue
+            entry = ready.popleft()
+            lane: _Lane[T] | None
+            if isinstance(entry, tuple):
+                g, item = entry
+                lane = None
+            else:
+                lane = entry
+                g = lane.group
+                item = lane.queue.popleft()
+                lane.running = True
+            g.queued -= 1
+            g.running += 1
+            if g.paused and g.queued <= self._resume_at:
+                g.paused = False
+                if self._on_room is not None:
+                    self._on_room(g.key)
+            workers[me] = g
+            try:
+                await self._handler(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("item handler failed")  # the driver settles every path; this is a bug
+            finally:
+                workers[me] = None
+                g.running -= 1
+                if g.running == 0 and g.idle is not None:
+                    g.idle.set()
+                if lane is not None:
+                    lane.running = False
+                    if lane.queue:
+                        ready.append(lane)
+                    else:
+                        lane.active = False
+                        if self._lanes.get(lane.key) is lane:
+                            del self._lanes[lane.key]
+                            g.lanes.discard(lane.key)
+                self._done(1)
+
+    def _done(self, n: int) -> None:
+        self._outstanding -= n
+        if self._outstanding == 0:
+            self._idle.set()
+        if self._room is not None and self._outstanding < self._room_below:
+            self._room.set()
+            self._room = None
+
+    # --- revocation and shutdown --------------------------------------------------------------
+
+    def _drop_queued(self, groups: set[Hashable]) -> int:
+        """Forget queued (not running) items of `groups`; returns how many."""
+        dropped = 0
+        keep: deque[_Lane[T] | tuple[_Group, T]] = deque()
+        for entry in self._ready:
+            if isinstance(entry, tuple):
+                if entry[0].key in groups:
+                    dropped += 1
+                    entry[0].queued -= 1
+                    continue
+            elif entry.group.key in groups:
+                continue  # its queue is dropped below
+            keep.append(entry)
+        self._ready.clear()  # in place: workers hold a reference to it
+        self._ready.extend(keep)
+        for key in groups:
+            g = self._groups.get(key)
+            if g is None:
+                continue
+            for lk in list(g.lanes):
+                ln = self._lanes.get(lk)
+                if ln is None:
+                    continue
+                dropped += len(ln.queue)
+                g.queued -= len(ln.queue)
+                ln.queue.clear()
+                if not ln.running:
+                    ln.active = False
+                    del self._lanes[lk]
+                    g.lanes.discard(lk)
+        if dropped:
+            self._done(dropped)
+        return dropped
+
+    async def revoke(self, groups: Iterable[Hashable], finish_within: float) -> int:
+        """Drop queued items of `groups`, let their running items finish for up to `finish_within`
+        seconds, cancel the rest, and forget the groups. Returns how many running items were cancelled.
+
+        When this returns, no item of `groups` runs or will run: the partition may be handed over."""
+        keys = set(groups)
+        self._drop_queued(keys)
+        busy = [self._groups[k] for k in keys if k in self._groups and self._groups[k].running > 0]
+        if busy and finish_within > 0:
+            waits = []
+            for g in busy:
+                g.idle = asyncio.Event()
+                waits.append(asyncio.ensure_future(g.idle.wait()))
+            _, pending = await asyncio.wait(waits, timeout=finish_within)
+            for w in pending:
+                w.cancel()
+        cancelled = [t for t, g in self._workers.items() if g is not None and g.key in keys]
+        for t in cancelled:
+            t.cancel()
+        if cancelled:
+            await asyncio.gather(*cancelled, return_exceptions=True)
+        for k in keys:
+            gone = self._groups.pop(k, None)
+            if gone is not None:
+                for lk in gone.lanes:
+                    self._lanes.pop(lk, None)
+        if self._ready and not self._closed:
+            while len(self._workers) < min(self.concurrency, len(self._ready)):
+                self._spawn()
+        return len(cancelled)
+
+    async def close(self) -> int:
+        """Cancel everything: running items are cancelled (unsettled), queued ones dropped. Returns how
+        many items were abandoned."""
+        self._closed = True
+        abandoned = self._outstanding
+        self._drop_queued(set(self._groups))
+        tasks = list(self._workers)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._groups.clear()
+        self._lanes.clear()
+        self._ready.clear()
+        self._outstanding = 0
+        self._idle.set()
+        if self._room is not None:
+            self._room.set()
+        return abandoned

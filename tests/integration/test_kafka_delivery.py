@@ -352,3 +352,20 @@ async def test_lag_gauge_counts_backlog_before_the_first_commit(harness: Harness
             break
         await asyncio.sleep(0.05)
     assert harness.metric("eventbus_trigger_lag", "test/lag") == 0
+
+
+async def test_batch_content_type_dead_lettered_and_partition_keeps_committing(
+        harness: Harness, unique_name: str) -> None:
+    topic, dlq = unique_name, unique_name + ".dlq"
+    await create_topic(harness.bootstrap, topic)
+    await create_topic(harness.bootstrap, dlq)
+    await produce(harness.bootstrap, topic, [(b"k", b"[]", [("content-type", b"application/cloudevents-batch+json")]),
+                                             _binary(2)])
+    await harness.start(trigger_yaml("batch", topic, concurrency=1,
+                                     extra_delivery=f"deadLetter: {{kafka: {{topic: {dlq}}}}}"))
+    recs = await read_all(harness.bootstrap, dlq, 1)
+    h = {k: v.decode() for k, v in recs[0].headers}
+    assert h["ce_type"] == "dev.eventbus.deadletter.undecodable"
+    assert "batch" in h["ce_deadletterreason"]
+    await harness.fn.wait_for(lambda: harness.fn.delivered_ids == ["ev-2"], what="the event after it")
+    await _wait_committed(harness.bootstrap, "eventbus-test-batch", topic, {0: 2})

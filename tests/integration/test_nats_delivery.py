@@ -466,3 +466,50 @@ async def test_core_raw_message_wrapped(harness: Harness, unique_name: str) -> N
     assert r.headers["ce-type"] == "dev.eventbus.nats.message"
     assert r.headers["content-type"] == "text/plain"
     assert r.body == b"plain text"
+
+
+# --- poison input: every exit path settles (issue 7) ---------------------------------------------
+
+BATCH = "application/cloudevents-batch+json"
+
+
+async def test_jetstream_batch_content_type_is_dead_lettered_and_the_next_event_delivered(
+        harness: Harness, unique_name: str) -> None:
+    stream, subj = unique_name.upper(), unique_name
+    dl_stream, dl_subj = f"{stream}-DLQ", f"{unique_name}-dlq"
+    await make_stream(harness.nats_url, stream, [subj])
+    await make_stream(harness.nats_url, dl_stream, [dl_subj])
+    await js_publish(harness.nats_url, [(subj, b"[]", {"Content-Type": BATCH}),
+                                        (subj, b'{"n": 2}', ce_headers("ev-2"))])
+    await harness.start(nats_trigger_yaml("poison", subj, stream=stream, concurrency=1,
+                                          extra_delivery=f"deadLetter: {{nats: {{subject: {dl_subj}}}}}"))
+    await harness.fn.wait_for(lambda: harness.fn.delivered_ids == ["ev-2"], what="the event after the poison")
+    recs = await read_stream(harness.nats_url, dl_stream, dl_subj, 1)
+    h = recs[0].headers
+    assert h["ce-type"] == "dev.eventbus.deadletter.undecodable"
+    assert BATCH in h["ce-deadletterreason"]
+    assert recs[0].data == b"[]"
+    await wait_consumer_settled(harness.nats_url, stream, "eventbus-test-poison")
+    assert harness.runtime.ready()
+
+
+async def test_core_nats_undecodable_is_dead_lettered_not_dropped(harness: Harness, unique_name: str) -> None:
+    subj = f"{unique_name}.in"
+    dl_stream, dl_subj = f"{unique_name.upper()}-DLQ", f"{unique_name}-dlq"
+    await make_stream(harness.nats_url, dl_stream, [dl_subj])
+    await harness.start(nats_trigger_yaml("cpoison", subj,
+                                          extra_delivery=f"deadLetter: {{nats: {{subject: {dl_subj}}}}}"))
+    nc = await connect(harness.nats_url)
+    try:
+        await nc.publish(subj, b"[]", headers={"Content-Type": BATCH})
+        await nc.publish(subj, b"{}", headers={"ce-specversion": "1.0", "ce-id": "", "ce-source": "/s",
+                                               "ce-type": "t"})
+        await nc.publish(subj, b'{"n": 3}', headers=ce_headers("ev-3"))
+        await nc.flush()
+    finally:
+        await nc.close()
+    await harness.fn.wait_for(lambda: harness.fn.delivered_ids == ["ev-3"], what="the valid event")
+    recs = await read_stream(harness.nats_url, dl_stream, dl_subj, 2)
+    reasons = sorted(r.headers["ce-deadletterreason"] for r in recs)
+    assert len(recs) == 2 and all(r.headers["ce-type"] == "dev.eventbus.deadletter.undecodable" for r in recs)
+    assert any(BATCH in r for r in reasons) and any("'id'" in r for r in reasons)

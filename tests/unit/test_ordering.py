@@ -1,92 +1,159 @@
-"""Lanes run one job at a time, in order; capacity bounds queued plus running jobs."""
+"""Lanes run one item at a time, in order; `concurrency` bounds running items; a full group is paused alone."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Hashable
 
-from triggers.ordering import LaneExecutor
+from triggers.ordering import LaneScheduler
 
 
 async def test_lane_order_and_parallelism() -> None:
-    ex = LaneExecutor(concurrency=8)
     seen: dict[int, list[int]] = {}
     busy: dict[int, bool] = {}
     peak = 0
     active = 0
 
-    def job(lane: int, seq: int):  # type: ignore[no-untyped-def]
-        async def run() -> None:
-            nonlocal peak, active
-            assert not busy.get(lane), "lane ran two jobs at once"
-            busy[lane] = True
-            active += 1
-            peak = max(peak, active)
-            await asyncio.sleep(random.random() / 1000)
-            seen.setdefault(lane, []).append(seq)
-            active -= 1
-            busy[lane] = False
-        return run
+    async def run(item: tuple[int, int]) -> None:
+        nonlocal peak, active
+        lane, seq = item
+        assert not busy.get(lane), "lane ran two items at once"
+        busy[lane] = True
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(random.random() / 1000)
+        seen.setdefault(lane, []).append(seq)
+        active -= 1
+        busy[lane] = False
 
+    sched: LaneScheduler[tuple[int, int]] = LaneScheduler(run, 8, group_limit=1000)
     for seq in range(50):
         for lane in range(4):
-            await ex.submit(lane, lane, job(lane, seq))
-    await asyncio.wait_for(ex.wait_idle(), 10)
+            sched.submit(lane, lane, (lane, seq))
+    await asyncio.wait_for(sched.wait_idle(), 10)
     assert all(seen[lane] == list(range(50)) for lane in range(4))
     assert 1 < peak <= 4
+    await sched.close()
 
 
-async def test_capacity_blocks_submit() -> None:
-    ex = LaneExecutor(concurrency=2)
+async def test_concurrency_bounds_running_items_not_queued_ones() -> None:
     gate = asyncio.Event()
+    running = 0
+    peak = 0
 
-    async def blocked() -> None:
+    async def run(_: int) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        running -= 1
+
+    sched: LaneScheduler[int] = LaneScheduler(run, 3, group_limit=1000)
+    for i in range(20):
+        sched.submit("g", None, i)  # submit never blocks
+    await asyncio.sleep(0.02)
+    assert running == 3 and sched.outstanding == 20
+    gate.set()
+    await asyncio.wait_for(sched.wait_idle(), 5)
+    assert peak == 3 and sched.outstanding == 0
+    await sched.close()
+
+
+async def test_full_group_is_paused_alone_and_resumed_at_half() -> None:
+    gate = asyncio.Event()
+    events: list[tuple[str, Hashable]] = []
+
+    async def run(_: int) -> None:
         await gate.wait()
 
-    await ex.submit(None, 0, blocked)
-    await ex.submit(None, 0, blocked)
-    third = asyncio.create_task(ex.submit(None, 0, blocked))
-    await asyncio.sleep(0.05)
-    assert not third.done(), "a third job must wait for capacity"
-    gate.set()
-    await asyncio.wait_for(third, 5)
-    await asyncio.wait_for(ex.wait_idle(), 5)
-    assert ex.outstanding == 0
-
-
-async def test_discard_group_drops_only_queued_jobs() -> None:
-    ex = LaneExecutor(concurrency=10)
-    gate = asyncio.Event()
-    ran: list[str] = []
-
-    def job(name: str):  # type: ignore[no-untyped-def]
-        async def run() -> None:
-            ran.append(name)
-            await gate.wait()
-        return run
-
-    await ex.submit("lane", "p0", job("a"))
-    await ex.submit("lane", "p0", job("b"))
-    await ex.submit("lane", "p0", job("c"))
+    sched: LaneScheduler[int] = LaneScheduler(run, 4, group_limit=4, on_full=lambda g: events.append(("pause", g)),
+                                              on_room=lambda g: events.append(("resume", g)))
+    for i in range(5):  # one running, four queued: full
+        sched.submit("hot", "hot", i)
+    sched.submit("quiet", "quiet", 0)
     await asyncio.sleep(0.01)
-    assert ex.discard_group("p0") == 2
+    assert events == [("pause", "hot")]
+    assert sched.paused("hot") and not sched.paused("quiet")
     gate.set()
-    await asyncio.wait_for(ex.wait_idle(), 5)
-    assert ran == ["a"]
-    assert ex.outstanding == 0
+    await asyncio.wait_for(sched.wait_idle(), 5)
+    assert events == [("pause", "hot"), ("resume", "hot")]
+    await sched.close()
 
 
-async def test_a_failing_job_does_not_stall_the_lane() -> None:
-    ex = LaneExecutor(concurrency=4)
+async def test_hot_group_does_not_starve_a_quiet_one() -> None:
+    done: list[str] = []
+
+    async def run(item: str) -> None:
+        await asyncio.sleep(0.001)
+        done.append(item)
+
+    sched: LaneScheduler[str] = LaneScheduler(run, 2, group_limit=10_000)
+    for i in range(200):
+        sched.submit("hot", "hot", f"h{i}")
+    sched.submit("quiet", "quiet", "q")
+    await asyncio.wait_for(sched.wait_idle(), 10)
+    assert done.index("q") < 5, "the quiet lane waited behind the hot one"
+    await sched.close()
+
+
+async def test_revoke_drops_queued_and_cancels_what_runs_too_long() -> None:
+    ran: list[str] = []
+    cancelled: list[str] = []
+
+    async def run(item: str) -> None:
+        ran.append(item)
+        try:
+            await asyncio.sleep(3600 if item.startswith("p0") else 0.001)
+        except asyncio.CancelledError:
+            cancelled.append(item)
+            raise
+
+    sched: LaneScheduler[str] = LaneScheduler(run, 4, group_limit=100)
+    for i in range(3):
+        sched.submit("p0", "p0", f"p0-{i}")
+        sched.submit("p1", "p1", f"p1-{i}")
+    await asyncio.sleep(0.01)
+    n = await asyncio.wait_for(sched.revoke(["p0"], finish_within=0.05), 5)
+    assert n == 1 and cancelled == ["p0-0"]
+    assert sched.queued("p0") == 0
+    await asyncio.wait_for(sched.wait_idle(), 5)
+    assert [r for r in ran if r.startswith("p0")] == ["p0-0"]
+    assert [r for r in ran if r.startswith("p1")] == ["p1-0", "p1-1", "p1-2"]
+    # the scheduler keeps working for new items (the partition assigned again)
+    sched.submit("p0", "p0", "p0-again")
+    await asyncio.sleep(0.01)
+    assert ran[-1] == "p0-again"
+    await sched.close()
+
+
+async def test_a_failing_item_does_not_stall_the_lane() -> None:
     ran: list[int] = []
 
-    async def boom() -> None:
-        raise RuntimeError("boom")
+    async def run(item: int) -> None:
+        if item == 0:
+            raise RuntimeError("boom")
+        ran.append(item)
 
-    async def ok() -> None:
-        ran.append(1)
-
-    await ex.submit("l", 0, boom)
-    await ex.submit("l", 0, ok)
-    await asyncio.wait_for(ex.wait_idle(), 5)
+    sched: LaneScheduler[int] = LaneScheduler(run, 4, group_limit=10)
+    sched.submit("g", "l", 0)
+    sched.submit("g", "l", 1)
+    await asyncio.wait_for(sched.wait_idle(), 5)
     assert ran == [1]
+    await sched.close()
+
+
+async def test_a_lane_seen_in_two_groups_keeps_its_accounts_straight() -> None:
+    order: list[int] = []
+
+    async def run(item: int) -> None:
+        await asyncio.sleep(0.001)
+        order.append(item)
+
+    sched: LaneScheduler[int] = LaneScheduler(run, 4, group_limit=100)
+    for i in range(10):  # JetStream `key` ordering: one key lane, messages on two subjects
+        sched.submit("subject.a" if i % 2 else "subject.b", "key-7", i)
+    await asyncio.wait_for(sched.wait_idle(), 5)
+    assert order == list(range(10))
+    assert sched.queued("subject.a") == 0 and sched.queued("subject.b") == 0 and sched.outstanding == 0
+    await sched.close()
