@@ -129,10 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(path: str) -> int:
-    from eventbus.specs import load_or_report
+    from eventbus.specs import load_or_report, sink_problems
 
     triggers = load_or_report(path)
     if triggers is None:
+        return 1
+    problems = sink_problems(triggers)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
         return 1
     for t in triggers:
         print(f"ok  {t.key}  source={t.spec.source.kind}")

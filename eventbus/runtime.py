@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,17 +18,18 @@ from nats.aio.client import Client as NatsClient
 
 from connectors.gateway import DEFAULT_URL_TEMPLATE, GatewayClient
 from connectors.http_ingress import HttpIngress
-from connectors.kafka import make_producer, resolve_bootstrap
-from connectors.nats_client import NatsUnreachable
+from connectors.kafka import BOOTSTRAP_ENV, KafkaConfigError, make_producer, resolve_bootstrap, security_settings
+from connectors.nats_client import NatsConfigError, NatsUnreachable, connect_options
 from connectors.nats_client import connect as nats_connect
 from connectors.nats_client import resolve_servers as resolve_nats_servers
 from eventbus.admin import admin_routes, start_admin
 from eventbus.timer_loop import TimerLoop
-from schemas.trigger import Trigger
+from schemas.sink_cluster import KafkaCluster, NatsCluster, SinkClusterError, SinkRole
+from schemas.trigger import Sasl, Tls, Trigger
 from triggers.delivery import Pipeline
 from triggers.kafka_trigger import KafkaTrigger
 from triggers.metrics import Metrics, default_metrics
-from triggers.sinks import EventSink, build_sink
+from triggers.sinks import EventSink, GuardedSink, build_sink
 
 log = logging.getLogger("eventbus.runtime")
 
@@ -128,7 +130,9 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.gateway = GatewayClient(self.config.gateway, url_template=self.config.url_template)
-        self._producers: dict[str, AIOKafkaProducer] = {}
+        self._producers: dict[KafkaCluster, AIOKafkaProducer] = {}
+        self._sinks: dict[str, list[GuardedSink]] = {}
+        self.not_started: dict[str, str] = {}  # trigger key -> why (a sink that cannot be configured)
         self._nats: dict[tuple[str, ...], NatsClient] = {}
         self._nats_lock = asyncio.Lock()
         self._producer_lock = asyncio.Lock()
@@ -144,18 +148,24 @@ class Runtime:
 
     # --- shared clients -----------------------------------------------------------------------
 
-    async def kafka_producer(self, servers: list[str]) -> AIOKafkaProducer:
-        bootstrap = resolve_bootstrap(servers, self.config.kafka)
+    async def kafka_producer(self, servers: list[str], sasl: Sasl | None = None,
+                             tls: Tls | None = None) -> AIOKafkaProducer:
+        """The shared producer for `servers` (default: the runtime's `--kafka`) with this security."""
+        return await self.kafka_producer_for(KafkaCluster(resolve_bootstrap(servers, self.config.kafka), sasl, tls))
+
+    async def kafka_producer_for(self, cluster: KafkaCluster) -> AIOKafkaProducer:
+        """One producer per (cluster, security), shared by every sink and publisher that writes there."""
         async with self._producer_lock:
-            producer = self._producers.get(bootstrap)
+            producer = self._producers.get(cluster)
             if producer is None:
-                producer = make_producer(bootstrap=bootstrap)
+                producer = make_producer(bootstrap=cluster.bootstrap,
+                                         security=security_settings(cluster.sasl, cluster.tls))
                 try:
                     await producer.start()
                 except BaseException:
                     await producer.stop()  # else the failed producer leaks its client and tasks
                     raise
-                self._producers[bootstrap] = producer
+                self._producers[cluster] = producer
             return producer
 
     async def nats_client(self, servers: list[str] | None = None, **options: Any) -> NatsClient:
@@ -169,20 +179,48 @@ class Runtime:
                 self._nats[key] = nc
             return nc
 
-    async def _sink(self, trigger: Trigger, which: str) -> EventSink | None:
+    def _nats_default(self) -> list[str]:
+        try:
+            return resolve_nats_servers([], self.config.nats)
+        except NatsConfigError:
+            return []
+
+    async def _sink(self, trigger: Trigger, which: SinkRole) -> EventSink | None:
+        """The trigger's dead-letter or reply sink on its cluster (see schemas.sink_cluster); a sink that
+        cannot be configured raises SinkClusterError naming the field."""
         spec = getattr(trigger.spec.delivery, which)
         if spec is None:
             return None
+        role = "dead-letter" if which == "dead_letter" else "reply"
+        errors = self.metrics.sink_errors
 
-        async def nats_sink(subject: str, servers: list[str]) -> EventSink:
+        async def nats_sink(subject: str, cluster: NatsCluster) -> EventSink:
             from connectors.nats_publish import NatsSubjectWriter, dedupe_id
             from triggers.sinks import NatsSink
 
-            nc = await self.nats_client(servers)
+            options = connect_options(cluster.auth) if cluster.auth is not None else {}
+            nc = await self.nats_client(list(cluster.servers), **options)
             return NatsSink(NatsSubjectWriter(nc, subject, msg_id=dedupe_id(f"{trigger.key}:{which}")))
 
-        return await build_sink(spec, gateway=self.gateway, kafka_producer=self.kafka_producer,
-                                nats_sink=nats_sink)
+        try:
+            sink = await build_sink(
+                trigger, which, gateway=self.gateway, kafka_producer=self.kafka_producer_for, nats_sink=nats_sink,
+                kafka_default=self.config.kafka or os.environ.get(BOOTSTRAP_ENV), nats_default=self._nats_default(),
+                count_error=lambda kind: errors.labels(trigger.key, role, kind).inc())
+        except (KafkaConfigError, NatsConfigError) as exc:
+            kind = "kafka" if spec.kafka is not None else "nats"
+            field = "spec.delivery." + ("deadLetter" if which == "dead_letter" else "reply") + f".{kind}"
+            raise SinkClusterError(trigger.key, field, str(exc)) from exc
+        if sink is not None:
+            self._sinks.setdefault(trigger.key, []).append(sink)
+        return sink
+
+    def degraded(self) -> dict[str, str]:
+        """Triggers whose sink writes are failing (stalled, retrying), with the reason: `{key: reason}`."""
+        out = {key: s.degraded for key, sinks in self._sinks.items() for s in sinks if s.degraded is not None}
+        if self._timers is not None and self._timers.runtime is not None:
+            out.update(self._timers.runtime.degraded())
+        return out
 
     # --- triggers -----------------------------------------------------------------------------
 
@@ -237,6 +275,7 @@ class Runtime:
             self._timer_keys.discard(key)
             await self._timers.remove(key)
             return
+        self._sinks.pop(key, None)
         running = self._running.pop(key, None)
         if running is None:
             return
@@ -250,7 +289,13 @@ class Runtime:
         Configuration errors (a missing secret, no bootstrap servers) still fail at once."""
         try:
             await self.add(trigger)
+        except SinkClusterError as exc:  # this trigger cannot run as written; the others can
+            self._sinks.pop(trigger.key, None)
+            self.not_started[trigger.key] = str(exc)
+            log.error("trigger not started: its sink cannot be configured",
+                      extra={"trigger": trigger.key, "field": exc.field, "error": str(exc)})
         except TRANSIENT as exc:
+            self._sinks.pop(trigger.key, None)
             self._log_unreachable(trigger, exc, 1.0)
             task = asyncio.create_task(self._retry_add(trigger), name=f"pending:{trigger.key}")
             self._pending[trigger.key] = task
@@ -266,7 +311,14 @@ class Runtime:
                     log.info("trigger started after its broker became reachable", extra={"trigger": trigger.key})
                     return
                 except TRANSIENT as exc:
+                    self._sinks.pop(trigger.key, None)
                     self._log_unreachable(trigger, exc, delay)
+                except SinkClusterError as exc:
+                    self._sinks.pop(trigger.key, None)
+                    self.not_started[trigger.key] = str(exc)
+                    log.error("trigger not started: its sink cannot be configured",
+                              extra={"trigger": trigger.key, "field": exc.field, "error": str(exc)})
+                    return
         finally:
             self._pending.pop(trigger.key, None)
 
