@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.duration import parse_duration
-
 log = logging.getLogger("eventbus.cli")
 
 
 def _duration(text: str) -> float:
+    from schemas.duration import parse_duration  # here: pydantic takes ~0.2 s to import, signals wait for it
+
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -215,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     # `kill -USR1 <pid>` prints every thread's stack to stderr: the first question about a stuck runtime.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = build_parser().parse_args(argv)
+    if args.command in ("run", "up"):
+        from eventbus.shutdown import exit_on_early_signal
+
+        exit_on_early_signal()  # a SIGTERM before the runtime handles signals: exit 0, nothing to drain
     if args.command == "cron":
         from eventbus.cron import cron_next
 

@@ -78,8 +78,16 @@ async def ensure_ingress(rt: Runtime) -> HttpIngress:
         _hooks.pop(id(rt), None)
 
     rt.on_stop.append(stop)
-    await ingress.start()
+    try:
+        await ingress.start()
+    except OSError as exc:  # not transient: retrying would report triggers ready that nobody can reach
+        raise IngressBindError(f"HTTP ingress cannot listen on port {ingress.config.port}: "
+                               f"{exc.strerror or exc}") from exc
     return ingress
+
+
+class IngressBindError(RuntimeError):
+    """The HTTP ingress cannot bind its port (in use, not permitted): a fatal startup error."""
 
 
 def _inner_pipeline(pipeline: Pipeline) -> Pipeline:

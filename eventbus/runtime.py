@@ -6,7 +6,6 @@ import asyncio
 import gc
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +25,7 @@ from eventbus.admin import admin_routes, start_admin
 from eventbus.timer_loop import TimerLoop
 from schemas.sink_cluster import KafkaCluster, NatsCluster, SinkClusterError, SinkRole
 from schemas.trigger import Sasl, Tls, Trigger
+from triggers.cancel import cancel_until_done
 from triggers.delivery import Pipeline
 from triggers.kafka_trigger import KafkaTrigger
 from triggers.metrics import Metrics, default_metrics
@@ -350,37 +350,64 @@ class Runtime:
         # was measured at 50-65 ms here: a stall of every loop, the cron timer loop included.
         gc.freeze()
 
+    def in_flight(self) -> int:
+        """Events dispatched but not settled, over every trigger (the timer loop's included; any thread)."""
+        return int(sum(sample.value for metric in self.metrics.in_flight.collect() for sample in metric.samples))
+
     async def stop(self) -> None:
-        """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close."""
-        for task in list(self._pending.values()):
-            task.cancel()
-        await asyncio.gather(*self._pending.values(), return_exceptions=True)
-        await asyncio.gather(*(self.remove(k) for k in list(self._running)))
+        """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close.
+
+        Bounded: triggers (main and timer loop, concurrently) get the grace period plus STOP_MARGIN; a
+        trigger still running then is cancelled (its unsettled events are redelivered later), and closing
+        the shared clients gets CLOSE_TIMEOUT each."""
+        grace = self.config.grace
+        await cancel_until_done(*self._pending.values())
+        supervisors = [r.task for r in self._running.values()]
+        stopping = [asyncio.create_task(self.remove(k)) for k in list(self._running)]
         if self._timers is not None:
             self._timer_keys.clear()
-            await self._timers.stop()  # stops its triggers within the grace period, then its thread
-            self._timers = None
+            timers, self._timers = self._timers, None
+            stopping.append(asyncio.create_task(timers.stop(grace + STOP_MARGIN)))
+        if stopping:
+            _, late = await asyncio.wait(stopping, timeout=grace + STOP_MARGIN)
+            if late:
+                log.warning("triggers still running after the grace period: cancelled (their unsettled "
+                            "events will be redelivered)", extra={"count": len(late)})
+                await cancel_until_done(*late, *supervisors)
         for hook in self.on_stop:
-            await hook()
+            await _bounded(hook(), "stop hook")
         for producer in self._producers.values():
-            await producer.stop()
+            await _bounded(producer.stop(), "Kafka producer stop")
         self._producers.clear()
         for nc in self._nats.values():
             if not nc.is_closed:
-                await nc.drain()
+                await _bounded(nc.drain(), "NATS drain")
         self._nats.clear()
-        await self.gateway.close()
+        await _bounded(self.gateway.close(), "gateway session close")
         if self._admin is not None:
-            await self._admin.cleanup()
+            await _bounded(self._admin.cleanup(), "admin server stop")
         self._stopped.set()
 
     async def run_until_signal(self, triggers: list[Trigger]) -> None:
-        """Start, then stop cleanly on SIGTERM or SIGINT (exit 0 after a graceful drain)."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await self.start(triggers)
-        await stop.wait()
-        log.info("stopping: draining in-flight events", extra={"grace_s": self.config.grace})
-        await self.stop()
+        """Start, then stop on SIGTERM or SIGINT, at any moment, startup included: exit 0 within the grace
+        period plus 2 s (see eventbus.shutdown). A fatal startup error is raised after stopping."""
+        from eventbus.shutdown import serve_until_signal
+
+        await serve_until_signal("eventbus run", lambda: self.start(triggers), self.stop,
+                                 grace=self.config.grace, in_flight=self.in_flight)
+
+
+STOP_MARGIN = 0.5
+"""Seconds past the grace period that stopping triggers may take before they are cancelled."""
+CLOSE_TIMEOUT = 1.0
+
+
+async def _bounded(aw: Awaitable[None], what: str) -> None:
+    """Await a closing step for at most CLOSE_TIMEOUT: a client that hangs on close must not hold the exit."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+    if not done:
+        log.warning(f"{what} did not finish in {CLOSE_TIMEOUT:g}s; going on")
+        await cancel_until_done(task)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning(f"{what} failed", extra={"error": repr(task.exception())})
