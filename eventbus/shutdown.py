@@ -52,7 +52,8 @@ def _flush_logs() -> None:
 
 class ExitWatchdog:
     """Started at the first signal: notes what is in flight when the grace period ends, and exits the
-    process (code 0) at grace + EXIT_MARGIN unless `disarm()` came first."""
+    process (code 0) at grace + EXIT_MARGIN if it is still alive then: stopping hung, or what follows it
+    (the loop's teardown, the interpreter's finalization) is slow. `stopped()` only changes the message."""
 
     def __init__(self, what: str, grace: float, in_flight: Callable[[], int]) -> None:
         self.what = what
@@ -62,6 +63,7 @@ class ExitWatchdog:
         self.started: float | None = None
         self.exit_code = 0
         self._done = threading.Event()
+        self._stopped = False
         self._thread = threading.Thread(target=self._watch, name="eventbus-exit-watchdog", daemon=True)
 
     def arm(self, exit_code: int = 0) -> None:
@@ -73,6 +75,9 @@ class ExitWatchdog:
     def disarm(self) -> None:
         self._done.set()
 
+    def stopped(self) -> None:
+        self._stopped = True
+
     def remaining(self) -> float:
         if self.started is None:
             return self.grace + EXIT_MARGIN
@@ -81,11 +86,16 @@ class ExitWatchdog:
     def _watch(self) -> None:
         if self._done.wait(self.grace):
             return
-        self.abandoned = self.in_flight()
+        if not self._stopped:
+            self.abandoned = self.in_flight()
         if self._done.wait(EXIT_MARGIN):
             return
-        log.error(f"{self.what}: stopping did not finish within the grace period ({self.grace:g}s); exiting "
-                  f"with {self.abandoned} in-flight event(s) abandoned unsettled (they will be redelivered)")
+        if self._stopped:
+            log.debug(f"{self.what}: stopped, but the process outlived the grace period; exiting now")
+        else:
+            log.error(f"{self.what}: stopping did not finish within the grace period ({self.grace:g}s); "
+                      f"exiting with {self.abandoned} in-flight event(s) abandoned unsettled (they will be "
+                      "redelivered)")
         _flush_logs()
         os._exit(self.exit_code)
 
@@ -144,7 +154,7 @@ async def serve_until_signal(
         try:
             await stop()
         finally:
-            watchdog.disarm()
+            watchdog.stopped()  # still armed: the loop's teardown and the interpreter's exit are bounded too
     if failure is not None:
         raise failure
     abandoned = watchdog.abandoned or 0
