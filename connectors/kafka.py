@@ -159,6 +159,7 @@ class KafkaTopicWriter:
             )
             await asyncio.wait_for(fut, self.timeout)
         except TimeoutError as exc:
+            self._topic_known = False  # the next try checks the topic first: a deleted one is then named
             raise KafkaWriteError(f"writing to topic {self.topic!r} timed out after {self.timeout:g}s "
                                   "(does the topic exist?)") from exc
         except MessageSizeTooLargeError as exc:
@@ -166,8 +167,7 @@ class KafkaTopicWriter:
             raise KafkaRecordTooLarge(f"writing to topic {self.topic!r} failed: record of {size} bytes is "
                                       f"too large: {exc!r}", size=size) from exc
         except KafkaError as exc:
-            if isinstance(exc, UnknownTopicOrPartitionError):
-                self._topic_known = False  # deleted: check again (and fail fast) next time
+            self._topic_known = False  # check the topic again (fail fast, say if it was deleted) next time
             raise KafkaWriteError(f"writing to topic {self.topic!r} failed: {exc!r}",
                                   permanent=_is_permanent(exc)) from exc
 

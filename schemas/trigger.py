@@ -164,6 +164,9 @@ class HttpTopic(Model):
     def _exactly_one(self) -> HttpTopic:
         if (self.kafka is None) == (self.nats is None):
             raise ValueError("exactly one of kafka, nats must be set")
+        if self.nats is not None and self.nats.has_credentials:  # NatsSink's credentials serve sinks only
+            raise ValueError("nats: credsFile, tokenFrom, user and tls are not supported on an async HTTP "
+                             "topic (it uses the runtime's NATS connection)")
         return self
 
 

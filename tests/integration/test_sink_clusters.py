@@ -24,6 +24,7 @@ from eventbus.runtime import Runtime, RuntimeConfig
 from schemas.cloudevent import CloudEvent
 from schemas.loader import parse_triggers
 from schemas.trigger import Trigger
+from tests.conftest import KafkaAdmin
 from tests.integration.support import REPO, FunctionServer, create_topic, produce, read_all
 from triggers.delivery import Outcome, Pipeline
 from triggers.metrics import Metrics
@@ -238,3 +239,32 @@ async def test_permanent_sink_error_stalls_counts_and_degrades_until_fixed() -> 
     finally:
         await rt.stop()
         await server.stop()
+
+
+async def test_deleted_dead_letter_topic_is_a_permanent_error_until_recreated(
+        kafka_bootstrap: str, kafka_admin: KafkaAdmin, unique_name: str) -> None:
+    dlq = f"{unique_name}.dlq"
+    await kafka_admin.create_topic(dlq)
+    registry = CollectorRegistry()
+    rt = Runtime(RuntimeConfig(kafka=kafka_bootstrap), metrics=Metrics(registry))
+    await rt.gateway.start()
+    labels = {"trigger": "sinks/gone", "sink": "dead-letter", "kind": "permanent"}
+    try:
+        trigger = _trigger("gone", f"deadLetter: {{kafka: {{topic: {dlq}}}}}")
+        pipeline = await _pipeline(rt, trigger)
+        assert await pipeline.fail(_big_event(10), "first", 400, 1) is Outcome.DEAD_LETTERED
+        await kafka_admin.client.delete_topics([dlq])
+        task = asyncio.create_task(pipeline.fail(_big_event(10), "second", 400, 1))
+        for _ in range(300):
+            if registry.get_sample_value("eventbus_sink_errors_total", labels):
+                break
+            await asyncio.sleep(0.1)
+        assert registry.get_sample_value("eventbus_sink_errors_total", labels), "no permanent error counted"
+        assert not task.done() and "does not exist" in (pipeline.degraded or "")
+        await kafka_admin.create_topic(dlq)
+        assert await asyncio.wait_for(task, 60) is Outcome.DEAD_LETTERED
+        assert pipeline.degraded is None
+    finally:
+        await rt.stop()
+    [rec] = await read_all(kafka_bootstrap, dlq, 1)
+    assert _headers(rec)["ce_deadletterreason"] == b"second"
