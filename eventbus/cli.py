@@ -225,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         return cron_next(args.file, args.count)
     if args.command == "validate":
         return _validate(args.file)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "up":
-        return _up(args)
+    if args.command in ("run", "up"):
+        from eventbus.shutdown import exit_process
+
+        exit_process(_run(args) if args.command == "run" else _up(args))
     if args.command == "publish":
         return _publish(args)
     raise AssertionError(args.command)
