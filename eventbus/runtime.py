@@ -217,7 +217,8 @@ class Runtime:
 
     def degraded(self) -> dict[str, str]:
         """Triggers whose sink writes are failing (stalled, retrying), with the reason: `{key: reason}`."""
-        out = {key: s.degraded for key, sinks in self._sinks.items() for s in sinks if s.degraded is not None}
+        out = {key: s.degraded for key, sinks in list(self._sinks.items()) for s in list(sinks)
+               if s.degraded is not None}  # list(): the timer runtime is read from another thread
         if self._timers is not None and self._timers.runtime is not None:
             out.update(self._timers.runtime.degraded())
         return out
