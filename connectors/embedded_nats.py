@@ -133,6 +133,34 @@ class EmbeddedNats:
         await self.stop()
         raise EmbeddedNatsError(f"nats-server not ready within {timeout:g}s at {self.url}: {last!r}")
 
+    async def supervise(self, *, attempts: int = 3) -> None:
+        """Until cancelled or stopped: when the server dies (kill -9, crash), start it again on the same port
+        with the same store (JetStream data survives; clients reconnect). Raises EmbeddedNatsError when
+        `attempts` restarts in a row fail: running on without the bus would answer 503 forever."""
+        while True:
+            proc = self._proc
+            if proc is None:
+                return
+            code = await proc.wait()
+            if self._proc is not proc:
+                return  # stopped on purpose
+            log.error("embedded NATS server died; restarting it with the same store",
+                      extra={"code": code, "url": self.url, "store": str(self.data_dir / "jetstream")})
+            last: Exception | None = None
+            for attempt in range(1, attempts + 1):
+                self._proc = None
+                try:
+                    await self.start()
+                    break
+                except EmbeddedNatsError as exc:
+                    last = exc
+                    log.error("embedded NATS server restart failed",
+                              extra={"attempt": attempt, "error": str(exc)})
+                    await asyncio.sleep(0.5 * attempt)
+            else:
+                raise EmbeddedNatsError(f"the embedded NATS server died (exit code {code}) and could not be "
+                                        f"restarted: {last}")
+
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (the server flushes JetStream and exits), then SIGKILL after `timeout`."""
         proc, self._proc = self._proc, None

@@ -8,7 +8,7 @@ import ssl
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, UnknownTopicOrPartitionError
 from aiokafka.helpers import create_ssl_context
 
 from schemas.cloudevent import CloudEvent
@@ -24,7 +24,26 @@ class KafkaConfigError(ValueError):
 
 
 class KafkaWriteError(RuntimeError):
-    """A record could not be written (broker unreachable, topic missing, timeout)."""
+    """A record could not be written (broker unreachable, topic missing, timeout).
+
+    `permanent`: trying again will not help until someone acts (topic deleted, not authorised, record
+    too large); the caller still retries (nothing is dropped) but says so loudly."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class KafkaRecordTooLarge(KafkaWriteError):
+    """The broker (or the producer's `max_request_size`) refuses a record this large."""
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message, permanent=True)
+        self.size = size
+
+
+_PERMANENT_DESPITE_RETRIABLE = (UnknownTopicOrPartitionError,)
+"""aiokafka calls these retriable (metadata may catch up), but a deleted topic does not come back alone."""
 
 
 def resolve_bootstrap(servers: list[str], default: str | None) -> str:
@@ -118,9 +137,10 @@ class KafkaTopicWriter:
             await asyncio.wait_for(self.producer.partitions_for(self.topic), METADATA_TIMEOUT)
         except TimeoutError:
             raise KafkaWriteError(f"topic {self.topic!r} does not exist (no metadata after "
-                                  f"{METADATA_TIMEOUT:g}s)") from None
+                                  f"{METADATA_TIMEOUT:g}s)", permanent=True) from None
         except KafkaError as exc:
-            raise KafkaWriteError(f"topic {self.topic!r}: cannot read metadata: {exc!r}") from exc
+            raise KafkaWriteError(f"topic {self.topic!r}: cannot read metadata: {exc!r}",
+                                  permanent=_is_permanent(exc)) from exc
         self._topic_known = True
 
     async def send(self, event: CloudEvent, key: bytes | None = None) -> None:
@@ -139,7 +159,18 @@ class KafkaTopicWriter:
             )
             await asyncio.wait_for(fut, self.timeout)
         except TimeoutError as exc:
+            self._topic_known = False  # the next try checks the topic first: a deleted one is then named
             raise KafkaWriteError(f"writing to topic {self.topic!r} timed out after {self.timeout:g}s "
                                   "(does the topic exist?)") from exc
+        except MessageSizeTooLargeError as exc:
+            size = len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
+            raise KafkaRecordTooLarge(f"writing to topic {self.topic!r} failed: record of {size} bytes is "
+                                      f"too large: {exc!r}", size=size) from exc
         except KafkaError as exc:
-            raise KafkaWriteError(f"writing to topic {self.topic!r} failed: {exc!r}") from exc
+            self._topic_known = False  # check the topic again (fail fast, say if it was deleted) next time
+            raise KafkaWriteError(f"writing to topic {self.topic!r} failed: {exc!r}",
+                                  permanent=_is_permanent(exc)) from exc
+
+
+def _is_permanent(exc: KafkaError) -> bool:
+    return isinstance(exc, _PERMANENT_DESPITE_RETRIABLE) or not exc.retriable

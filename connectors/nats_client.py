@@ -11,7 +11,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import NoServersError
 
-from schemas.trigger import NatsSource, SecretRef, Tls
+from schemas.trigger import NatsSink, NatsSource, SecretRef, Tls
 
 log = logging.getLogger("eventbus.nats")
 
@@ -98,7 +98,7 @@ def _secret(ref: SecretRef, field: str) -> str:
     return value
 
 
-def connect_options(source: NatsSource) -> dict[str, Any]:
+def connect_options(source: NatsSource | NatsSink) -> dict[str, Any]:
     """nats-py `connect()` keyword arguments for a source's auth and TLS; secrets are read from the env here."""
     out: dict[str, Any] = {}
     if source.creds_file is not None:

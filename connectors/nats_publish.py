@@ -31,7 +31,26 @@ _MAX_MSG_ID = 512
 
 
 class NatsWriteError(RuntimeError):
-    """A message could not be written (server unreachable, no PubAck in time, stream refused it)."""
+    """A message could not be written (server unreachable, no PubAck in time, stream refused it).
+
+    `permanent`: trying again will not help until someone acts (no stream any more, not authorised, the
+    stream refuses the message); the caller still retries but says so loudly."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class NatsPayloadTooLarge(NatsWriteError):
+    """Larger than the server's max payload (or the stream's max message size)."""
+
+    def __init__(self, message: str, *, size: int) -> None:
+        super().__init__(message, permanent=True)
+        self.size = size
+
+
+JS_MESSAGE_TOO_LARGE = 10054
+"""JetStream's error code for "message size exceeds maximum allowed"."""
 
 
 MsgId = Callable[[CloudEvent], str]
@@ -97,8 +116,14 @@ class NatsSubjectWriter:
                          extra={"subject": self.subject, "event_id": event.id, "stream": stream})
             return int(ack.seq)
         except (TimeoutError, nats.errors.Error) as exc:
-            raise NatsWriteError(f"writing to subject {self.subject!r} failed: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+            what = f"writing to subject {self.subject!r} failed: {type(exc).__name__}: {exc}"
+            size = len(payload) + sum(len(k) + len(v) for k, v in headers.items())
+            if isinstance(exc, nats.errors.MaxPayloadError) or (
+                    isinstance(exc, nats.js.errors.APIError) and exc.err_code == JS_MESSAGE_TOO_LARGE):
+                raise NatsPayloadTooLarge(f"{what} (message of {size} bytes)", size=size) from exc
+            permanent = isinstance(exc, (nats.errors.NoRespondersError, nats.errors.AuthorizationError,
+                                         nats.js.errors.NotFoundError, nats.js.errors.BadRequestError))
+            raise NatsWriteError(what, permanent=permanent) from exc
 
 
 async def publish_event_nats(

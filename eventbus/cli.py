@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from eventbus.failures import CliFailure
-from schemas.duration import parse_duration
 
 log = logging.getLogger("eventbus.cli")
 
 
 def _duration(text: str) -> float:
+    from schemas.duration import parse_duration  # here: pydantic takes ~0.2 s to import, signals wait for it
+
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -167,9 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(path: str) -> int:
-    from eventbus.specs import load_some
+    from eventbus.specs import load_some, sink_problems
 
-    for t in load_some(path):
+    triggers = load_some(path)
+    problems = sink_problems(triggers)
+    if problems:
+        raise CliFailure("cannot load triggers", f"{len(problems)} sink(s) reach no cluster",
+                         "give the sink bootstrapServers/servers, or run with --kafka/--nats",
+                         details=tuple(problems))
+    for t in triggers:
         print(f"ok  {t.key}  source={t.spec.source.kind}")
     return 0
 
@@ -273,13 +280,22 @@ def main(argv: list[str] | None = None) -> int:
     # `kill -USR1 <pid>` prints every thread's stack to stderr: the first question about a stuck runtime.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = build_parser().parse_args(argv)
+    if args.command in ("run", "up"):
+        from eventbus.shutdown import exit_on_early_signal
+
+        exit_on_early_signal()  # a SIGTERM before the runtime handles signals: exit 0, nothing to drain
     command = args.command + (" " + args.cron_command if args.command == "cron" else "")
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
     except KeyboardInterrupt:
-        return 130
+        code = 130
     except Exception as exc:
-        return _fail(command, exc, debug=args.debug)
+        code = _fail(command, exc, debug=args.debug)
+    if args.command in ("run", "up"):
+        from eventbus.shutdown import exit_process
+
+        exit_process(code)  # Python's own exit clean-up took seconds under load: the grace bound covers all
+    return code
 
 
 def _fail(command: str, exc: Exception, *, debug: bool) -> int:
@@ -311,10 +327,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "validate":
         return _validate(args.file)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "up":
-        return _up(args)
+    if args.command in ("run", "up"):
+        return _run(args) if args.command == "run" else _up(args)
     if args.command == "publish":
         return _publish(args)
     if args.command == "lag":

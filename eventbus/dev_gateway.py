@@ -103,7 +103,9 @@ class DevGateway:
     async def start(self) -> None:
         app = web.Application(client_max_size=64 << 20)
         app.router.add_post("/{namespace}/{name}", self._handle)
-        runner = web.AppRunner(app, access_log=None)
+        # the runtime has drained (within --grace) before this stops: a function still running then is
+        # abandoned at once, not waited for (aiohttp's default would wait 60 s)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
         await web.TCPSite(runner, self.host, self.port).start()
         self.port = int(runner.addresses[0][1])

@@ -19,7 +19,7 @@ from connectors.http_ingress import HttpIngress, IngressConfig, TopicPublisher
 from connectors.kafka import BOOTSTRAP_ENV
 from connectors.nats_client import NATS_URL_ENV
 from eventbus.admin import admin_routes
-from schemas.trigger import JetStream, KafkaSource, NatsSource, Source, Trigger
+from schemas.trigger import JetStream, KafkaSink, KafkaSource, NatsSource, Source, Trigger
 from triggers.delivery import Pipeline
 from triggers.http_trigger import HttpTrigger, InnerController
 from triggers.kafka_trigger import KafkaTrigger
@@ -42,10 +42,11 @@ def topics_bus(rt: Runtime) -> Literal["kafka", "nats"] | None:
     return None
 
 
-def _publisher(rt: Runtime, bus: str, servers: list[str], on_no_stream: NoStreamHook | None) -> TopicPublisher:
+def _publisher(rt: Runtime, bus: str, servers: list[str], on_no_stream: NoStreamHook | None,
+               kafka: KafkaSink | None = None) -> TopicPublisher:
     if bus == "nats":
         return NatsTopics(lambda: rt.nats_client(servers), on_no_stream=on_no_stream)
-    return KafkaTopics(lambda: rt.kafka_producer(servers))
+    return KafkaTopics(lambda: rt.kafka_producer(servers, kafka.sasl if kafka else None, kafka.tls if kafka else None))
 
 
 _hooks: dict[int, NoStreamHook] = {}
@@ -78,8 +79,16 @@ async def ensure_ingress(rt: Runtime) -> HttpIngress:
         _hooks.pop(id(rt), None)
 
     rt.on_stop.append(stop)
-    await ingress.start()
+    try:
+        await ingress.start()
+    except OSError as exc:  # not transient: retrying would report triggers ready that nobody can reach
+        raise IngressBindError(f"HTTP ingress cannot listen on port {ingress.config.port}: "
+                               f"{exc.strerror or exc}") from exc
     return ingress
+
+
+class IngressBindError(RuntimeError):
+    """The HTTP ingress cannot bind its port (in use, not permitted): a fatal startup error."""
 
 
 def _inner_pipeline(pipeline: Pipeline) -> Pipeline:
@@ -121,8 +130,11 @@ async def http_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) -> 
 
     async def make_inner() -> InnerController:
         if bus == "kafka":
+            sec = src.topic.kafka if src.topic is not None else None
             derived = _derived(trigger, Source(kafka=KafkaSource(topics=[topic], bootstrap_servers=servers,
-                                                                 initial_offset="earliest")))
+                                                                 initial_offset="earliest",
+                                                                 sasl=sec.sasl if sec else None,
+                                                                 tls=sec.tls if sec else None)))
             return KafkaTrigger(derived, inner_pipeline, default_bootstrap=rt.config.kafka,
                                 client_id=rt.config.client_id)
         from eventbus.runtime import CONTROLLERS
@@ -135,7 +147,8 @@ async def http_controller(rt: Runtime, trigger: Trigger, pipeline: Pipeline) -> 
         inner: InnerController = await CONTROLLERS["nats"](rt, derived, inner_pipeline)
         return inner
 
-    return HttpTrigger(trigger, pipeline, ingress=ingress, publisher=_publisher(rt, bus, servers, hook),
+    return HttpTrigger(trigger, pipeline, ingress=ingress,
+                       publisher=_publisher(rt, bus, servers, hook, src.topic.kafka if src.topic else None),
                        topic=topic, make_inner=make_inner)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,19 +18,21 @@ from nats.aio.client import Client as NatsClient
 from connectors.gateway import DEFAULT_URL_TEMPLATE, GatewayClient, UrlPolicy, display_url
 from connectors.http_auth import PublisherAuth
 from connectors.http_ingress import HttpIngress, IngressLimits
-from connectors.kafka import make_producer, resolve_bootstrap
-from connectors.nats_client import NatsUnreachable
+from connectors.kafka import BOOTSTRAP_ENV, KafkaConfigError, make_producer, resolve_bootstrap, security_settings
+from connectors.nats_client import NatsConfigError, NatsUnreachable, connect_options
 from connectors.nats_client import connect as nats_connect
 from connectors.nats_client import resolve_servers as resolve_nats_servers
 from eventbus.admin import admin_routes, start_admin
 from eventbus.scaling_service import ScalingService
 from eventbus.timer_loop import TimerLoop
-from schemas.trigger import Trigger
+from schemas.sink_cluster import KafkaCluster, NatsCluster, SinkClusterError, SinkRole
+from schemas.trigger import Sasl, Tls, Trigger
+from triggers.cancel import cancel_until_done
 from triggers.delivery import Pipeline
 from triggers.kafka_trigger import KafkaTrigger
 from triggers.leader import SchedulerLock
 from triggers.metrics import Metrics, default_metrics
-from triggers.sinks import EventSink, build_sink
+from triggers.sinks import EventSink, GuardedSink, build_sink
 
 log = logging.getLogger("eventbus.runtime")
 
@@ -138,7 +140,9 @@ class Runtime:
     def __post_init__(self) -> None:
         self.gateway = GatewayClient(self.config.gateway, url_template=self.config.url_template,
                                      url_policy=UrlPolicy.parse(self.config.allow_url))
-        self._producers: dict[str, AIOKafkaProducer] = {}
+        self._producers: dict[KafkaCluster, AIOKafkaProducer] = {}
+        self._sinks: dict[str, list[GuardedSink]] = {}
+        self.not_started: dict[str, str] = {}  # trigger key -> why (a sink that cannot be configured)
         self._nats: dict[tuple[str, ...], NatsClient] = {}
         self._nats_lock = asyncio.Lock()
         self._producer_lock = asyncio.Lock()
@@ -156,18 +160,24 @@ class Runtime:
 
     # --- shared clients -----------------------------------------------------------------------
 
-    async def kafka_producer(self, servers: list[str]) -> AIOKafkaProducer:
-        bootstrap = resolve_bootstrap(servers, self.config.kafka)
+    async def kafka_producer(self, servers: list[str], sasl: Sasl | None = None,
+                             tls: Tls | None = None) -> AIOKafkaProducer:
+        """The shared producer for `servers` (default: the runtime's `--kafka`) with this security."""
+        return await self.kafka_producer_for(KafkaCluster(resolve_bootstrap(servers, self.config.kafka), sasl, tls))
+
+    async def kafka_producer_for(self, cluster: KafkaCluster) -> AIOKafkaProducer:
+        """One producer per (cluster, security), shared by every sink and publisher that writes there."""
         async with self._producer_lock:
-            producer = self._producers.get(bootstrap)
+            producer = self._producers.get(cluster)
             if producer is None:
-                producer = make_producer(bootstrap=bootstrap)
+                producer = make_producer(bootstrap=cluster.bootstrap,
+                                         security=security_settings(cluster.sasl, cluster.tls))
                 try:
                     await producer.start()
                 except BaseException:
                     await producer.stop()  # else the failed producer leaks its client and tasks
                     raise
-                self._producers[bootstrap] = producer
+                self._producers[cluster] = producer
             return producer
 
     async def nats_client(self, servers: list[str] | None = None, **options: Any) -> NatsClient:
@@ -181,20 +191,50 @@ class Runtime:
                 self._nats[key] = nc
             return nc
 
-    async def _sink(self, trigger: Trigger, which: str) -> EventSink | None:
+    def nats_default(self) -> list[str]:
+        """The runtime's default NATS servers (`--nats`, EVENTBUS_NATS_URL), [] when none."""
+        try:
+            return resolve_nats_servers([], self.config.nats)
+        except NatsConfigError:
+            return []
+
+    async def _sink(self, trigger: Trigger, which: SinkRole) -> EventSink | None:
+        """The trigger's dead-letter or reply sink on its cluster (see schemas.sink_cluster); a sink that
+        cannot be configured raises SinkClusterError naming the field."""
         spec = getattr(trigger.spec.delivery, which)
         if spec is None:
             return None
+        role = "dead-letter" if which == "dead_letter" else "reply"
+        errors = self.metrics.sink_errors
 
-        async def nats_sink(subject: str, servers: list[str]) -> EventSink:
+        async def nats_sink(subject: str, cluster: NatsCluster) -> EventSink:
             from connectors.nats_publish import NatsSubjectWriter, dedupe_id
             from triggers.sinks import NatsSink
 
-            nc = await self.nats_client(servers)
+            options = connect_options(cluster.auth) if cluster.auth is not None else {}
+            nc = await self.nats_client(list(cluster.servers), **options)
             return NatsSink(NatsSubjectWriter(nc, subject, msg_id=dedupe_id(f"{trigger.key}:{which}")))
 
-        return await build_sink(spec, gateway=self.gateway, kafka_producer=self.kafka_producer,
-                                nats_sink=nats_sink)
+        try:
+            sink = await build_sink(
+                trigger, which, gateway=self.gateway, kafka_producer=self.kafka_producer_for, nats_sink=nats_sink,
+                kafka_default=self.config.kafka or os.environ.get(BOOTSTRAP_ENV), nats_default=self.nats_default(),
+                count_error=lambda kind: errors.labels(trigger.key, role, kind).inc())
+        except (KafkaConfigError, NatsConfigError) as exc:
+            kind = "kafka" if spec.kafka is not None else "nats"
+            field = "spec.delivery." + ("deadLetter" if which == "dead_letter" else "reply") + f".{kind}"
+            raise SinkClusterError(trigger.key, field, str(exc)) from exc
+        if sink is not None:
+            self._sinks.setdefault(trigger.key, []).append(sink)
+        return sink
+
+    def degraded(self) -> dict[str, str]:
+        """Triggers whose sink writes are failing (stalled, retrying), with the reason: `{key: reason}`."""
+        out = {key: s.degraded for key, sinks in list(self._sinks.items()) for s in list(sinks)
+               if s.degraded is not None}  # list(): the timer runtime is read from another thread
+        if self._timers is not None and self._timers.runtime is not None:
+            out.update(self._timers.runtime.degraded())
+        return out
 
     # --- triggers -----------------------------------------------------------------------------
 
@@ -253,6 +293,7 @@ class Runtime:
             self._timer_keys.discard(key)
             await self._timers.remove(key)
             return
+        self._sinks.pop(key, None)
         running = self._running.pop(key, None)
         if running is None:
             return
@@ -266,7 +307,13 @@ class Runtime:
         Configuration errors (a missing secret, no bootstrap servers) still fail at once."""
         try:
             await self.add(trigger)
+        except SinkClusterError as exc:  # this trigger cannot run as written; the others can
+            self._sinks.pop(trigger.key, None)
+            self.not_started[trigger.key] = str(exc)
+            log.error("trigger not started: its sink cannot be configured",
+                      extra={"trigger": trigger.key, "field": exc.field, "error": str(exc)})
         except TRANSIENT as exc:
+            self._sinks.pop(trigger.key, None)
             self._log_unreachable(trigger, exc, 1.0)
             task = asyncio.create_task(self._retry_add(trigger), name=f"pending:{trigger.key}")
             self._pending[trigger.key] = task
@@ -282,7 +329,14 @@ class Runtime:
                     log.info("trigger started after its broker became reachable", extra={"trigger": trigger.key})
                     return
                 except TRANSIENT as exc:
+                    self._sinks.pop(trigger.key, None)
                     self._log_unreachable(trigger, exc, delay)
+                except SinkClusterError as exc:
+                    self._sinks.pop(trigger.key, None)
+                    self.not_started[trigger.key] = str(exc)
+                    log.error("trigger not started: its sink cannot be configured",
+                              extra={"trigger": trigger.key, "field": exc.field, "error": str(exc)})
+                    return
         finally:
             self._pending.pop(trigger.key, None)
 
@@ -319,39 +373,66 @@ class Runtime:
         # was measured at 50-65 ms here: a stall of every loop, the cron timer loop included.
         gc.freeze()
 
+    def in_flight(self) -> int:
+        """Events dispatched but not settled, over every trigger (the timer loop's included; any thread)."""
+        return int(sum(sample.value for metric in self.metrics.in_flight.collect() for sample in metric.samples))
+
     async def stop(self) -> None:
-        """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close."""
+        """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close.
+
+        Bounded: triggers (main and timer loop, concurrently) get the grace period plus STOP_MARGIN; a
+        trigger still running then is cancelled (its unsettled events are redelivered later), and closing
+        the shared clients gets CLOSE_TIMEOUT each."""
         self.draining = True
-        await self.scaling.stop()
-        for task in list(self._pending.values()):
-            task.cancel()
-        await asyncio.gather(*self._pending.values(), return_exceptions=True)
-        await asyncio.gather(*(self.remove(k) for k in list(self._running)))
+        grace = self.config.grace
+        await _bounded(self.scaling.stop(), "scaling service stop")
+        await cancel_until_done(*self._pending.values())
+        supervisors = [r.task for r in self._running.values()]
+        stopping = [asyncio.create_task(self.remove(k)) for k in list(self._running)]
         if self._timers is not None:
             self._timer_keys.clear()
-            await self._timers.stop()  # stops its triggers within the grace period, then its thread
-            self._timers = None
+            timers, self._timers = self._timers, None
+            stopping.append(asyncio.create_task(timers.stop(grace + STOP_MARGIN)))
+        if stopping:
+            _, late = await asyncio.wait(stopping, timeout=grace + STOP_MARGIN)
+            if late:
+                log.warning("triggers still running after the grace period: cancelled (their unsettled "
+                            "events will be redelivered)", extra={"count": len(late)})
+                await cancel_until_done(*late, *supervisors)
         for hook in self.on_stop:
-            await hook()
+            await _bounded(hook(), "stop hook")
         for producer in self._producers.values():
-            await producer.stop()
+            await _bounded(producer.stop(), "Kafka producer stop")
         self._producers.clear()
         for nc in self._nats.values():
             if not nc.is_closed:
-                await nc.drain()
+                await _bounded(nc.drain(), "NATS drain")
         self._nats.clear()
-        await self.gateway.close()
+        await _bounded(self.gateway.close(), "gateway session close")
         if self._admin is not None:
-            await self._admin.cleanup()
+            await _bounded(self._admin.cleanup(), "admin server stop")
         self._stopped.set()
 
     async def run_until_signal(self, triggers: list[Trigger]) -> None:
-        """Start, then stop cleanly on SIGTERM or SIGINT (exit 0 after a graceful drain)."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await self.start(triggers)
-        await stop.wait()
-        log.info("stopping: draining in-flight events", extra={"grace_s": self.config.grace})
-        await self.stop()
+        """Start, then stop on SIGTERM or SIGINT, at any moment, startup included: exit 0 within the grace
+        period plus 2 s (see eventbus.shutdown). A fatal startup error is raised after stopping."""
+        from eventbus.shutdown import serve_until_signal
+
+        await serve_until_signal("eventbus run", lambda: self.start(triggers), self.stop,
+                                 grace=self.config.grace, in_flight=self.in_flight)
+
+
+STOP_MARGIN = 0.5
+"""Seconds past the grace period that stopping triggers may take before they are cancelled."""
+CLOSE_TIMEOUT = 1.0
+
+
+async def _bounded(aw: Awaitable[None], what: str) -> None:
+    """Await a closing step for at most CLOSE_TIMEOUT: a client that hangs on close must not hold the exit."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
+    if not done:
+        log.warning(f"{what} did not finish in {CLOSE_TIMEOUT:g}s; going on")
+        await cancel_until_done(task)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning(f"{what} failed", extra={"error": repr(task.exception())})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -17,7 +18,7 @@ from connectors.kafka_lag import KafkaLagReader
 from schemas.trigger import KafkaSource, NatsSource, Sink, Trigger
 from triggers.hint_board import HintBoard
 from triggers.lag_watchers import watcher_for
-from triggers.sinks import EventSink, HttpSink, build_sink
+from triggers.sinks import EventSink, open_sink
 
 if TYPE_CHECKING:
     from grpc import aio
@@ -149,17 +150,25 @@ class ScalingService:
         await self.env.kafka.close()
 
     async def _push_sink(self, trigger: Trigger, spec: Sink) -> EventSink:
-        if spec.url is not None:
-            return HttpSink(self.rt.gateway, spec.url, timeout=PUSH_TIMEOUT)
+        """`scaling.push` on its cluster (the same rule as dead-letter sinks: its own servers, else the
+        source's, else the runtime's default); unguarded: the pusher retries with its own backoff."""
+        from connectors.kafka import BOOTSTRAP_ENV
+        from connectors.nats_client import connect_options
+        from connectors.nats_publish import NatsSubjectWriter
+        from schemas.sink_cluster import NatsCluster
+        from triggers.sinks import NatsSink
 
-        async def nats_sink(subject: str, servers: list[str]) -> EventSink:
-            from connectors.nats_publish import NatsSubjectWriter
-            from triggers.sinks import NatsSink
+        async def nats_sink(subject: str, cluster: NatsCluster) -> EventSink:
+            options = connect_options(cluster.auth) if cluster.auth is not None else {}
+            nc = await self.rt.nats_client(list(cluster.servers), **options)
+            return NatsSink(NatsSubjectWriter(nc, subject, timeout=PUSH_TIMEOUT))
 
-            return NatsSink(NatsSubjectWriter(await self.rt.nats_client(servers), subject, timeout=PUSH_TIMEOUT))
-
-        return await build_sink(spec, gateway=self.rt.gateway, kafka_producer=self.rt.kafka_producer,
-                                nats_sink=nats_sink)
+        sink = await open_sink(trigger, "push", gateway=self.rt.gateway, kafka_producer=self.rt.kafka_producer_for,
+                               nats_sink=nats_sink,
+                               kafka_default=self.rt.config.kafka or os.environ.get(BOOTSTRAP_ENV),
+                               nats_default=self.rt.nats_default(), http_timeout=PUSH_TIMEOUT)
+        assert sink is not None and spec is trigger.spec.scaling.push
+        return sink
 
     async def _route(self, request: web.Request) -> web.Response:
         """`GET /scaling/<namespace>/<name>`: the hint row, for KEDA's metrics-api scaler."""

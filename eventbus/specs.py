@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -60,3 +61,15 @@ def default_up_path() -> tuple[str, str | None]:
         return str(QUICKSTART_TRIGGERS), functions
     raise CliFailure("no Trigger found", f"neither ./triggers nor ./{QUICKSTART_TRIGGERS} holds Trigger YAML",
                      "pass -f PATH")
+
+
+def sink_problems(triggers: list[Trigger]) -> list[str]:
+    """Sinks that reach no cluster with the defaults this process knows (EVENTBUS_KAFKA_BOOTSTRAP,
+    EVENTBUS_NATS_URL; `validate` cannot know a later `run --kafka`, so the message states the rule)."""
+    from connectors.kafka import BOOTSTRAP_ENV
+    from connectors.nats_client import NATS_URL_ENV
+    from schemas.sink_cluster import check_sink_clusters
+
+    kafka = os.environ.get(BOOTSTRAP_ENV) or None
+    nats = [s.strip() for s in os.environ.get(NATS_URL_ENV, "").split(",") if s.strip()]
+    return [str(p) for t in triggers for p in check_sink_clusters(t, kafka_default=kafka, nats_default=nats)]

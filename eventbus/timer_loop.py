@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import sys
 import threading
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from triggers.metrics import Metrics
 
 T = TypeVar("T")
+
+log = logging.getLogger("eventbus.timers")
 
 TIMER_NICE = -5
 SWITCH_INTERVAL = 0.001
@@ -77,12 +80,20 @@ class TimerLoop:
     def ready(self) -> bool:
         return self.runtime is not None and self.runtime.ready()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop the timer runtime (its own grace applies), then the loop and its thread. After `timeout`
+        the thread is left behind (it is a daemon): the process must be able to exit whatever hangs there."""
         if self._loop is None or self.runtime is None:
             return
+        fut = asyncio.run_coroutine_threadsafe(self.runtime.stop(), self._loop)
         try:
-            await self.call(self.runtime.stop())
+            done, _ = await asyncio.wait({asyncio.wrap_future(fut)}, timeout=timeout)
+            if not done:
+                fut.cancel()
+                log.warning("timer loop did not stop in time; leaving its thread behind",
+                            extra={"timeout_s": timeout})
+                return
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            await asyncio.to_thread(self._thread.join)
             sys.setswitchinterval(self._old_switch)
+        await asyncio.to_thread(self._thread.join, 2.0)

@@ -16,7 +16,6 @@ import logging
 import os
 import shlex
 import shutil
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from connectors.embedded_nats import DEFAULT_STREAM, EmbeddedNats, cover_subject
 from eventbus.dev_gateway import DevGateway, check_function_names, load_functions
 from eventbus.ingress import DEFAULT_HTTP_PORT, set_no_stream_hook
 from eventbus.runtime import Runtime, RuntimeConfig
+from eventbus.shutdown import serve_until_signal
 from schemas.trigger import Trigger
 
 log = logging.getLogger("eventbus.up")
@@ -96,56 +96,73 @@ def banner(triggers: list[Trigger], port: int, bus: str) -> str:
     return "\n".join(lines)
 
 
-async def run_up(opts: UpOptions, triggers: list[Trigger]) -> None:
-    """Start everything, run until SIGINT/SIGTERM, stop in reverse order."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    embedded: EmbeddedNats | None = None
-    dev: DevGateway | None = None
-    runtime: Runtime | None = None
-    functions = load_functions(opts.functions) if opts.functions is not None else None
-    if functions is not None and opts.functions is not None:
-        check_function_names(triggers, functions, opts.functions)  # before anything starts
-    try:
+class _Up:
+    """What `eventbus up` runs, started in order and stopped in reverse (see `run_up`)."""
+
+    def __init__(self, opts: UpOptions, triggers: list[Trigger]) -> None:
+        self.opts = opts
+        self.triggers = triggers
+        self.embedded: EmbeddedNats | None = None
+        self.dev: DevGateway | None = None
+        self.runtime: Runtime | None = None
+        self.functions = load_functions(opts.functions) if opts.functions is not None else None
+        if self.functions is not None and opts.functions is not None:
+            check_function_names(triggers, self.functions, opts.functions)  # before anything starts
+
+    async def start(self) -> None:
+        opts = self.opts
         nats_url = opts.nats
         if opts.nats is None and opts.kafka is None:
-            embedded = EmbeddedNats(opts.data_dir)
-            await embedded.start()
-            nats_url = embedded.url
+            self.embedded = EmbeddedNats(opts.data_dir)
+            await self.embedded.start()
+            nats_url = self.embedded.url
         gateway = opts.gateway
-        if functions is not None:
-            dev = DevGateway(functions)
-            await dev.start()
-            gateway = dev.url
+        if self.functions is not None:
+            self.dev = DevGateway(self.functions)
+            await self.dev.start()
+            gateway = self.dev.url
         elif gateway is None:
             log.warning("no --gateway and no --functions: only triggers with function.url can deliver")
-        runtime = Runtime(RuntimeConfig(gateway=gateway, nats=nats_url, kafka=opts.kafka, http_port=opts.http_port,
-                                        grace=opts.grace, **opts.security))
-        if embedded is not None:
+        runtime = self.runtime = Runtime(RuntimeConfig(gateway=gateway, nats=nats_url, kafka=opts.kafka,
+                                                       http_port=opts.http_port, grace=opts.grace, **opts.security))
+        if self.embedded is not None:
             js = (await runtime.nats_client()).jetstream()
-            for stream, subject in embedded_subjects(triggers):
+            for stream, subject in embedded_subjects(self.triggers):
                 await cover_subject(js, subject, stream)
 
             async def cover(subject: str) -> bool:
                 return await cover_subject(js, subject)
 
             set_no_stream_hook(runtime, cover)
-        await runtime.start(triggers)
+        await runtime.start(self.triggers)
         port = runtime.ingress.port if runtime.ingress is not None else opts.http_port
-        bus = (f"embedded NATS {nats_url} (JetStream in {opts.data_dir}/)" if embedded
+        bus = (f"embedded NATS {nats_url} (JetStream in {opts.data_dir}/)" if self.embedded
                else (nats_url or opts.kafka or ""))
-        print(banner(triggers, port, bus), flush=True)
-        await stop.wait()
-        log.info("stopping: draining in-flight events", extra={"grace_s": opts.grace})
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        if runtime is not None:
-            await runtime.stop()
-        if dev is not None:
-            await dev.stop()
-        if embedded is not None:
-            await embedded.stop()
+        print(banner(self.triggers, port, bus), flush=True)
+
+    async def watch(self) -> None:
+        """Restart the embedded server if it dies; raise (a fatal error: exit 1) if it cannot be."""
+        if self.embedded is not None:
+            await self.embedded.supervise()
+        else:
+            await asyncio.Event().wait()
+
+    def in_flight(self) -> int:
+        return self.runtime.in_flight() if self.runtime is not None else 0
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()
+        if self.dev is not None:
+            await self.dev.stop()
+        if self.embedded is not None:
+            await self.embedded.stop(timeout=1.0)
         log.info("eventbus up stopped")
+
+
+async def run_up(opts: UpOptions, triggers: list[Trigger]) -> None:
+    """Start everything, run until SIGINT/SIGTERM (exit within --grace plus 2 s), stop in reverse order.
+    The embedded NATS server is restarted if it dies; if it cannot be, `up` stops and raises."""
+    up = _Up(opts, triggers)
+    await serve_until_signal("eventbus up", up.start, up.stop, grace=opts.grace, in_flight=up.in_flight,
+                             watch=up.watch)

@@ -111,12 +111,7 @@ class NatsSource(Model):
 
     @model_validator(mode="after")
     def _auth(self) -> NatsSource:
-        ways = [n for n, v in (("credsFile", self.creds_file), ("tokenFrom", self.token_from),
-                               ("user", self.user)) if v is not None]
-        if len(ways) > 1:
-            raise ValueError(f"set at most one of credsFile, tokenFrom, user (found: {', '.join(ways)})")
-        if self.password_from is not None and self.user is None:
-            raise ValueError("passwordFrom needs user")
+        _check_nats_auth(self.creds_file, self.token_from, self.user, self.password_from)
         return self
 
 
@@ -126,6 +121,16 @@ class DeprecatedField(UserWarning):
     def __init__(self, old: str, new: str) -> None:
         super().__init__(f"{old} is deprecated: write {new}")
         self.old, self.new = old, new
+
+
+def _check_nats_auth(creds_file: str | None, token_from: SecretRef | None, user: str | None,
+                     password_from: SecretRef | None) -> None:
+    """At most one way to authenticate to NATS (sources and sinks alike)."""
+    ways = [n for n, v in (("credsFile", creds_file), ("tokenFrom", token_from), ("user", user)) if v is not None]
+    if len(ways) > 1:
+        raise ValueError(f"set at most one of credsFile, tokenFrom, user (found: {', '.join(ways)})")
+    if password_from is not None and user is None:
+        raise ValueError("passwordFrom needs user")
 
 
 class CatchUp(Model):
@@ -215,6 +220,9 @@ class HttpTopic(Model):
     def _exactly_one(self) -> HttpTopic:
         if (self.kafka is None) == (self.nats is None):
             raise ValueError("exactly one of kafka, nats must be set")
+        if self.nats is not None and self.nats.has_credentials:  # NatsSink's credentials serve sinks only
+            raise ValueError("nats: credsFile, tokenFrom, user and tls are not supported on an async HTTP "
+                             "topic (it uses the runtime's NATS connection)")
         if self.kafka is not None:
             bus, target = "kafka", self.kafka.topic
         else:
@@ -282,13 +290,35 @@ class Source(Model):
 
 
 class KafkaSink(Model):
+    """A Kafka topic to write to. With no `bootstrapServers` it is on the source's cluster (servers, `sasl`
+    and `tls` of a Kafka source; `sasl`/`tls` given here win), else on the runtime's `--kafka` cluster."""
+
     topic: str = Field(min_length=1)
     bootstrap_servers: list[NonEmptyStr] = Field(default_factory=list)
+    sasl: Sasl | None = None
+    tls: Tls | None = None
 
 
 class NatsSink(Model):
+    """A NATS subject to write to. With no `servers` it is on the source's servers (with its credentials)
+    when the source is NATS, else on the runtime's `--nats` servers; credentials given here win."""
+
     subject: str = Field(min_length=1)
     servers: list[NonEmptyStr] = Field(default_factory=list)
+    creds_file: str | None = None
+    token_from: SecretRef | None = None
+    user: str | None = None
+    password_from: SecretRef | None = None
+    tls: Tls | None = None
+
+    @model_validator(mode="after")
+    def _auth(self) -> NatsSink:
+        _check_nats_auth(self.creds_file, self.token_from, self.user, self.password_from)
+        return self
+
+    @property
+    def has_credentials(self) -> bool:
+        return any(v is not None for v in (self.creds_file, self.token_from, self.user, self.tls))
 
 
 class Sink(Model):

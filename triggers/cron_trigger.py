@@ -28,6 +28,7 @@ from typing import Protocol
 from schemas.cloudevent import AttributeValue, CloudEvent
 from schemas.cron import Schedule, jitter_for, parse_schedule, rfc3339, tick_id
 from schemas.trigger import CronSource, Trigger
+from triggers.cancel import cancel_until_done
 from triggers.cron_metrics import CronMetrics
 from triggers.delivery import Outcome
 from triggers.leader import AlreadyClaimed, LeaderError, LostLeadership, SchedulerLock
@@ -192,9 +193,7 @@ class CronTrigger:
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=grace)
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await cancel_until_done(*pending)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep on the clock, cut short by `stop()` or loss of the lease."""
@@ -266,8 +265,7 @@ class CronTrigger:
         except LostLeadership as exc:
             log.warning("cron leadership lost", extra={"trigger": self.trigger.key, "error": str(exc)})
         finally:
-            renew.cancel()
-            await asyncio.gather(renew, return_exceptions=True)
+            await cancel_until_done(renew)  # a plain cancel can be lost in a NATS request (triggers.cancel)
             self.leading = False
             if self._interrupt is not None and self._interrupt.done() and not self._stopping.is_set():
                 self._interrupt = asyncio.get_running_loop().create_future()

@@ -93,6 +93,15 @@ class Pipeline:
             self.url = gateway.function_url(name=fn.name, namespace=fn.namespace or trigger.metadata.namespace)
         self._encode = http_binding.to_structured if spec.delivery.mode == "structured" else http_binding.to_binary
 
+    @property
+    def degraded(self) -> str | None:
+        """Why this trigger's sink writes fail right now (None while they work): see triggers.sinks.GuardedSink."""
+        for sink in (self.dead_letter_sink, self.reply_sink):
+            reason = getattr(sink, "degraded", None)
+            if reason is not None:
+                return str(reason)
+        return None
+
     # --- the parts ----------------------------------------------------------------------------
 
     def matches(self, event: CloudEvent) -> bool:
@@ -256,7 +265,9 @@ class Pipeline:
                 raise
             except Exception as exc:  # SinkError, or a sink's bug: either way stall and retry, never drop
                 n += 1
-                self.metrics.family.sink_errors.labels(self.trigger_key, what).inc()
+                self.metrics.family.sink_errors.labels(self.trigger_key, what,
+                                                       "permanent" if isinstance(exc, SinkError) and exc.permanent
+                                                       else "transient").inc()
                 delay = min(SINK_RETRY_MAX_DELAY, 0.1 * (2 ** min(n, 10)))
                 log.error(
                     f"{what} sink write failed; retrying (nothing is committed past this event)",

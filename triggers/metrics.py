@@ -30,8 +30,9 @@ class Metrics:
                                "Failed events dropped because the trigger has no dead-letter sink.", lbl,
                                registry=registry)
         self.replies = Counter("eventbus_replies_total", "Reply events published.", lbl, registry=registry)
-        self.sink_errors = Counter("eventbus_sink_errors_total", "Failed writes to dead-letter or reply sinks.",
-                                   [*lbl, "sink"], registry=registry)
+        self.sink_errors = Counter("eventbus_sink_errors_total",
+                                   "Failed writes to dead-letter or reply sinks, by kind (permanent, transient).",
+                                   [*lbl, "sink", "kind"], registry=registry)
         self.latency = Histogram("eventbus_dispatch_duration_seconds", "One dispatch attempt, request to response.",
                                  lbl, buckets=_LATENCY_BUCKETS, registry=registry)
         self.in_flight = Gauge("eventbus_events_in_flight", "Events taken but not yet settled.", lbl,

@@ -239,7 +239,7 @@ async def test_missing_dead_letter_topic_blocks_commit(harness: Harness, unique_
     await _wait_committed(harness.bootstrap, "eventbus-test-nodlq", topic, {0: 1})
     for _ in range(100):  # the first failed write is reported after the 5 s metadata wait
         errors = harness.registry.get_sample_value(
-            "eventbus_sink_errors_total", {"trigger": "test/nodlq", "sink": "dead-letter"})
+            "eventbus_sink_errors_total", {"trigger": "test/nodlq", "sink": "dead-letter", "kind": "permanent"})
         if errors:
             break
         await asyncio.sleep(0.1)
