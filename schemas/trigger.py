@@ -90,13 +90,16 @@ class NatsSource(Model):
     user: str | None = None
     password_from: SecretRef | None = None
     tls: Tls | None = None
+    nkey_seed_file: str | None = Field(default=None, min_length=1,
+                                       description="A file holding the NATS user's nkey seed (`SU...`).")
 
     @model_validator(mode="after")
     def _auth(self) -> NatsSource:
         ways = [n for n, v in (("credsFile", self.creds_file), ("tokenFrom", self.token_from),
-                               ("user", self.user)) if v is not None]
+                               ("user", self.user), ("nkeySeedFile", self.nkey_seed_file)) if v is not None]
         if len(ways) > 1:
-            raise ValueError(f"set at most one of credsFile, tokenFrom, user (found: {', '.join(ways)})")
+            raise ValueError(f"set at most one of credsFile, tokenFrom, user, nkeySeedFile "
+                             f"(found: {', '.join(ways)})")
         if self.password_from is not None and self.user is None:
             raise ValueError("passwordFrom needs user")
         return self
