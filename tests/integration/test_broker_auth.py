@@ -1,10 +1,11 @@
 """Broker auth against real servers that demand it (started by `scripts/services up`, named in .services.env).
 
 Kafka: a SASL_SSL listener with a SCRAM-SHA-512 user, an SSL listener that requires client certificates, and an
-SSL listener whose server certificate has expired, all in the one test broker. NATS: a second server that demands
-TLS and a user/password or an nkey. Each mechanism delivers end to end through a Trigger; a wrong password, an
-untrusted CA and an expired certificate each give a named error, the trigger is retried with backoff, /readyz
-says not ready, and a healthy trigger of the same runtime keeps delivering.
+SSL listener whose server certificate has expired, all in the one test broker. NATS: a server that demands TLS
+and a user/password or an nkey, and one whose certificate has expired. Each mechanism delivers end to end
+through a Trigger; a wrong password, an untrusted CA and an expired certificate each give a named error, the
+trigger is retried with backoff, /readyz says not ready, and a healthy trigger of the same runtime keeps
+delivering.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ AUTH_VARS = (
     "EVENTBUS_TLS_CA", "EVENTBUS_TLS_UNTRUSTED_CA", "EVENTBUS_TLS_CLIENT_CERT", "EVENTBUS_TLS_CLIENT_KEY",
     "EVENTBUS_KAFKA_SASL_SSL_BOOTSTRAP", "EVENTBUS_KAFKA_SCRAM_USER", "EVENTBUS_KAFKA_SCRAM_PASSWORD",
     "EVENTBUS_KAFKA_SSL_BOOTSTRAP", "EVENTBUS_KAFKA_EXPIRED_CERT_BOOTSTRAP",
-    "EVENTBUS_NATS_TLS_URL", "EVENTBUS_NATS_USER", "EVENTBUS_NATS_PASSWORD", "EVENTBUS_NATS_NKEY_SEED_FILE",
+    "EVENTBUS_NATS_TLS_URL", "EVENTBUS_NATS_EXPIRED_CERT_URL", "EVENTBUS_NATS_USER", "EVENTBUS_NATS_PASSWORD",
+    "EVENTBUS_NATS_NKEY_SEED_FILE",
 )
 PASSWORD_ENV = "EB_TEST_BROKER_PASSWORD"
 WRONG_PASSWORD_ENV = "EB_TEST_BROKER_WRONG_PASSWORD"
@@ -321,15 +323,18 @@ async def test_nats_refusals_are_named_retried_and_do_not_stop_other_triggers(
 ) -> None:
     subject = f"auth.{uuid.uuid4().hex[:8]}"
     url = auth["EVENTBUS_NATS_TLS_URL"]
-    address = url
+    expired = auth["EVENTBUS_NATS_EXPIRED_CERT_URL"]
     specs = (nats_trigger("wrong-password", subject, url, nats_password_yaml(auth, WRONG_PASSWORD_ENV))
              + nats_trigger("untrusted-ca", subject, url,
                             nats_password_yaml(auth, ca=auth["EVENTBUS_TLS_UNTRUSTED_CA"]))
+             + nats_trigger("expired-cert", subject, expired, indent(f"tls: {{caFile: '{auth['EVENTBUS_TLS_CA']}'}}"))
              + nats_trigger("healthy", subject, url, nkey_yaml(auth)))
     running = await start_runtime(specs)  # type: ignore[operator]
-    await wait_failures(runtime_log, ["auth/wrong-password", "auth/untrusted-ca"], 2)
-    assert_retried_with_backoff(runtime_log, "auth/wrong-password", f"authentication failed for NATS at {address}")
-    assert_retried_with_backoff(runtime_log, "auth/untrusted-ca", f"TLS: certificate verify failed for {address}")
+    await wait_failures(runtime_log, ["auth/wrong-password", "auth/untrusted-ca", "auth/expired-cert"], 2)
+    assert_retried_with_backoff(runtime_log, "auth/wrong-password", f"authentication failed for NATS at {url}")
+    assert_retried_with_backoff(runtime_log, "auth/untrusted-ca", f"TLS: certificate verify failed for {url}")
+    assert_retried_with_backoff(runtime_log, "auth/expired-cert",
+                                f"TLS: certificate verify failed for {expired} (certificate has expired)")
     assert await running.readyz() == 503
 
     # Core NATS keeps nothing for a subscriber that is not there yet: publish until the healthy trigger has it.
