@@ -1,7 +1,7 @@
 # Thin wrappers; the scripts are the source of truth (scripts/test is what CI runs via .ci/run).
 VENV ?= .venv
 
-.PHONY: test services-up services-down services-status up lint bench
+.PHONY: test services-up services-down services-status services-reset up lint bench
 
 test:
 	bash scripts/test $(ARGS)
@@ -14,6 +14,9 @@ services-down:
 
 services-status:
 	bash scripts/services status
+
+services-reset:
+	bash scripts/services reset
 
 # Local mode (embedded NATS + runtime): scripts/up is owned by the runtime work.
 up:

@@ -5,12 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, UnknownTopicOrPartitionError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    SaslAuthenticationFailed,
+    UnknownTopicOrPartitionError,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
+from connectors.broker_errors import BrokerAuthError, BrokerTlsError, auth_failed_message, tls_failed_message
 from schemas.cloudevent import CloudEvent
 from schemas.kafka_binding import kafka_key, to_kafka_binary, to_kafka_structured
 from schemas.trigger import Sasl, Tls
@@ -44,6 +54,78 @@ class KafkaRecordTooLarge(KafkaWriteError):
 
 _PERMANENT_DESPITE_RETRIABLE = (UnknownTopicOrPartitionError,)
 """aiokafka calls these retriable (metadata may catch up), but a deleted topic does not come back alone."""
+
+
+class KafkaAuthError(BrokerAuthError):
+    """`authentication failed for Kafka at <bootstrap>: ...`: the broker rejected the SASL credentials."""
+
+
+class KafkaTlsError(BrokerTlsError):
+    """`TLS: certificate verify failed for <host:port> (...)`, or the broker refused our TLS handshake."""
+
+
+SASL_REFUSALS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError)
+DIAGNOSE_TIMEOUT = 10.0
+
+
+async def diagnose_refusal(bootstrap: str, security: dict[str, Any]) -> BrokerAuthError | BrokerTlsError | None:
+    """Why a secured client could not start: KafkaAuthError, KafkaTlsError, or None if neither.
+
+    aiokafka logs the cause of a failed bootstrap and raises only `Unable to bootstrap from [...]`, so this opens
+    one connection per bootstrap server with the same settings (TLS handshake, SASL exchange) to learn it.
+    """
+    if "ssl_context" not in security and "sasl_mechanism" not in security:
+        return None
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        host = host.strip("[]")
+        try:
+            conn = await asyncio.wait_for(create_conn(host, int(port), **security), DIAGNOSE_TIMEOUT)
+        except ssl.SSLError as exc:
+            return KafkaTlsError(tls_failed_message(f"{host}:{port}", exc))
+        except SASL_REFUSALS as exc:
+            detail = str(exc.args[0]) if exc.args and exc.args[0] else type(exc).__name__
+            return KafkaAuthError(auth_failed_message("Kafka", bootstrap, detail))
+        except (OSError, KafkaError, TimeoutError, ValueError):
+            continue  # unreachable or something else: not ours to name
+        conn.close()
+    return None
+
+
+async def start_named(start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]], bootstrap: str,
+                      security: dict[str, Any]) -> None:
+    """Start an aiokafka client (`start`); a start refused for credentials or a certificate raises KafkaAuthError
+    or KafkaTlsError naming the server (after `stop`), anything else propagates unchanged."""
+    try:
+        await start()
+    except KafkaError as exc:
+        named = await diagnose_refusal(bootstrap, security)
+        if named is None:
+            raise
+        await stop()
+        raise named from exc
+
+
+class NamedErrorsConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+    """An AIOKafkaConsumer whose `start()` names auth and TLS refusals (see `start_named`)."""
+
+    def __init__(self, *, bootstrap: str, security: dict[str, Any], **options: Any) -> None:
+        super().__init__(bootstrap_servers=bootstrap, **options, **security)
+        self._named = (bootstrap, security)
+
+    async def start(self) -> None:
+        await start_named(super().start, self.stop, *self._named)
+
+
+class NamedErrorsProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """An AIOKafkaProducer whose `start()` names auth and TLS refusals (see `start_named`)."""
+
+    def __init__(self, *, bootstrap: str, security: dict[str, Any], **options: Any) -> None:
+        super().__init__(bootstrap_servers=bootstrap, **options, **security)
+        self._named = (bootstrap, security)
+
+    async def start(self) -> None:
+        await start_named(super().start, self.stop, *self._named)
 
 
 def resolve_bootstrap(servers: list[str], default: str | None) -> str:
@@ -91,8 +173,9 @@ def make_consumer(
     *, bootstrap: str, group: str, offset_reset: str, security: dict[str, Any], client_id: str
 ) -> AIOKafkaConsumer:
     """A consumer that never auto-commits: offsets are committed only for settled events."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    return NamedErrorsConsumer(
+        bootstrap=bootstrap,
+        security=security,
         group_id=group,
         client_id=client_id,
         enable_auto_commit=False,
@@ -102,20 +185,19 @@ def make_consumer(
         heartbeat_interval_ms=1_000,
         fetch_max_wait_ms=100,
         max_partition_fetch_bytes=1 << 20,
-        **security,
     )
 
 
 def make_producer(*, bootstrap: str, security: dict[str, Any] | None = None) -> AIOKafkaProducer:
     """An idempotent, acks=all producer (dead letters and replies must not be lost or doubled by retries)."""
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    return NamedErrorsProducer(
+        bootstrap=bootstrap,
+        security=security or {},
         acks="all",
         enable_idempotence=True,
         linger_ms=2,
         request_timeout_ms=15_000,
         max_request_size=8 << 20,
-        **(security or {}),
     )
 
 

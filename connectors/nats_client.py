@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
 from typing import Any
 
-import nats
 from nats.aio.client import Client
-from nats.errors import NoServersError
+from nats.errors import AuthorizationError, NoServersError
+from nats.errors import Error as NatsError
 
+from connectors.broker_errors import BrokerAuthError, BrokerTlsError, auth_failed_message, tls_failed_message
 from schemas.trigger import NatsSink, NatsSource, SecretRef, Tls
 
 log = logging.getLogger("eventbus.nats")
@@ -36,7 +38,37 @@ class NatsUnreachable(ConnectionError):
     """The first connection to NATS failed (the runtime retries the trigger; the message names the servers)."""
 
 
+class NatsAuthError(BrokerAuthError, NatsUnreachable):
+    """`authentication failed for NATS at <servers>: ...`: the server rejected the user/password, token or nkey."""
+
+
+class NatsTlsError(BrokerTlsError, NatsUnreachable):
+    """`TLS: certificate verify failed for <servers> (...)`, or the server refused our TLS handshake."""
+
+
 INITIAL_ATTEMPTS = 3
+_AUTH_REFUSALS = ("authorization violation", "authentication", "user authentication")
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """A TLS failure or an auth rejection: trying the same server again at once cannot help."""
+    if isinstance(exc, ssl.SSLError) or isinstance(exc, AuthorizationError):
+        return True
+    return isinstance(exc, NatsError) and any(k in str(exc).lower() for k in _AUTH_REFUSALS)
+
+
+def named_refusal(servers: list[str], cause: BaseException) -> NatsUnreachable:
+    """The error a failed first connection raises: auth and TLS refusals get their own type and sentence."""
+    address = ", ".join(servers)
+    if isinstance(cause, ssl.SSLError):
+        return NatsTlsError(tls_failed_message(address, cause))
+    if _is_refusal(cause):
+        detail = str(cause).removeprefix("nats: ").strip("'") or "authorization violation"
+        return NatsAuthError(auth_failed_message("NATS", address, detail))
+    return NatsUnreachable(f"cannot reach NATS at {address}: {cause}")
+
+
+CANCEL_TIMEOUT = 2.0
 
 
 async def connect(servers: list[str], *, name: str = "eventbus", **options: Any) -> Client:
@@ -44,6 +76,8 @@ async def connect(servers: list[str], *, name: str = "eventbus", **options: Any)
 
     nats-py applies `max_reconnect_attempts` to the first connection too; -1 there would hang startup on a
     wrong address with no error, so the first connection gets INITIAL_ATTEMPTS and a clear NatsUnreachable.
+    A TLS failure or an auth rejection ends the first connection at once with NatsTlsError / NatsAuthError:
+    retrying cannot help, and after a failed TLS handshake nats-py hangs in its own cleanup (nats.py#718).
     """
 
     async def on_disconnect() -> None:
@@ -53,27 +87,45 @@ async def connect(servers: list[str], *, name: str = "eventbus", **options: Any)
         log.info("NATS reconnected", extra={"servers": servers})
 
     last_error: list[Exception] = []
+    refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     async def on_error(exc: Exception) -> None:
         last_error[:] = [exc]
+        if not refused.done() and _is_refusal(exc):
+            refused.set_result(exc)
+            return  # said once, by the error raised below
         log.warning("NATS error", extra={"error": repr(exc)})
 
+    settings: dict[str, Any] = dict(
+        servers=servers,
+        name=name,
+        max_reconnect_attempts=INITIAL_ATTEMPTS,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        error_cb=on_error,
+    )
+    nc = Client()
+    connecting: asyncio.Future[None] = asyncio.ensure_future(nc.connect(**settings, **options))
+    either: set[asyncio.Future[Any]] = {connecting, refused}
     try:
-        nc = await nats.connect(
-            servers=servers,
-            name=name,
-            max_reconnect_attempts=INITIAL_ATTEMPTS,
-            reconnect_time_wait=0.5,
-            connect_timeout=5,
-            allow_reconnect=True,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-            error_cb=on_error,
-            **options,
-        )
-    except (NoServersError, OSError, TimeoutError) as exc:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.wait({connecting}, timeout=CANCEL_TIMEOUT)
+    if refused.done():
+        if connecting.done() and not connecting.cancelled() and connecting.exception() is None:
+            await nc.close()  # connected after all (another server of the list): not a connection we keep
+        raise named_refusal(servers, refused.result())
+    refused.cancel()
+    try:
+        connecting.result()
+    except (NoServersError, OSError, TimeoutError, NatsError) as exc:
         cause = last_error[0] if last_error else exc
-        raise NatsUnreachable(f"cannot reach NATS at {', '.join(servers)}: {cause}") from exc
+        raise named_refusal(servers, cause) from exc
     nc.options["max_reconnect_attempts"] = -1  # connected: from now on, reconnect forever
     return nc
 
@@ -105,6 +157,10 @@ def connect_options(source: NatsSource | NatsSink) -> dict[str, Any]:
         if not os.path.isfile(source.creds_file):
             raise NatsConfigError(f"credsFile: {source.creds_file} is not a readable file")
         out["user_credentials"] = source.creds_file
+    if source.nkey_seed_file is not None:
+        if not os.path.isfile(source.nkey_seed_file):
+            raise NatsConfigError(f"nkeySeedFile: {source.nkey_seed_file} is not a readable file")
+        out["nkeys_seed"] = source.nkey_seed_file
     if source.token_from is not None:
         out["token"] = _secret(source.token_from, "tokenFrom")
     if source.user is not None:

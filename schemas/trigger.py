@@ -108,10 +108,12 @@ class NatsSource(Model):
     user: str | None = None
     password_from: SecretRef | None = None
     tls: Tls | None = None
+    nkey_seed_file: str | None = Field(default=None, min_length=1,
+                                       description="A file holding the NATS user's nkey seed (`SU...`).")
 
     @model_validator(mode="after")
     def _auth(self) -> NatsSource:
-        _check_nats_auth(self.creds_file, self.token_from, self.user, self.password_from)
+        _check_nats_auth(self.creds_file, self.token_from, self.user, self.password_from, self.nkey_seed_file)
         return self
 
 
@@ -124,11 +126,14 @@ class DeprecatedField(UserWarning):
 
 
 def _check_nats_auth(creds_file: str | None, token_from: SecretRef | None, user: str | None,
-                     password_from: SecretRef | None) -> None:
+                     password_from: SecretRef | None, nkey_seed_file: str | None = None) -> None:
     """At most one way to authenticate to NATS (sources and sinks alike)."""
-    ways = [n for n, v in (("credsFile", creds_file), ("tokenFrom", token_from), ("user", user)) if v is not None]
+    ways = [n for n, v in (("credsFile", creds_file), ("tokenFrom", token_from), ("user", user),
+                           ("nkeySeedFile", nkey_seed_file)) if v is not None]
     if len(ways) > 1:
-        raise ValueError(f"set at most one of credsFile, tokenFrom, user (found: {', '.join(ways)})")
+        names = "credsFile, tokenFrom, user, nkeySeedFile" if nkey_seed_file is not None else \
+            "credsFile, tokenFrom, user"
+        raise ValueError(f"set at most one of {names} (found: {', '.join(ways)})")
     if password_from is not None and user is None:
         raise ValueError("passwordFrom needs user")
 

@@ -1,9 +1,14 @@
-"""The fixtures reach a real Kafka and a real NATS with JetStream."""
+"""The fixtures reach a real Kafka and a real NATS with JetStream; scripts/services starts them cleanly."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import time
 import urllib.request
+from pathlib import Path
 
 import nats
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -77,3 +82,32 @@ async def test_nats_jetstream_pull(nats_url: str, unique_name: str) -> None:
         await js.delete_stream(stream)
     finally:
         await nc.close()
+
+
+def test_spawned_servers_inherit_only_stdio(tmp_path: Path) -> None:
+    """scripts/services starts servers through its SPAWN_CHILD snippet: run that very snippet with an extra
+    descriptor open (as a test runner's pipe or the services lock would be) and look at what the exec'd
+    program holds."""
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "services").read_text()
+    match = re.search(r"^SPAWN_CHILD='(.*?)'$", script, re.S | re.M)
+    assert match, "SPAWN_CHILD not found in scripts/services"
+    pidfile = tmp_path / "pid"
+    read_end, write_end = os.pipe()
+    try:
+        child = subprocess.Popen(["bash", "-c", match.group(1), str(pidfile), "sleep", "30"],
+                                 stdin=subprocess.DEVNULL, pass_fds=(read_end, write_end))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    try:
+        deadline = time.monotonic() + 10
+        while not (pidfile.is_file() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pid = int(pidfile.read_text())
+        assert pid == child.pid  # the snippet execs: the pid it writes is the server's
+        while "sleep" not in Path(f"/proc/{pid}/cmdline").read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
+    finally:
+        child.kill()
+        child.wait(10)
