@@ -2,9 +2,10 @@
 and leaves): `ordering: partition` is never violated.
 
 At the function, per partition: never two requests at once, and the sequence number of each request is never
-below one already seen (a retry repeats its number). Some events take ~8 s of retries, longer than the
-trigger's timeout + 5 s, so a revocation lands while they are still retrying. Runtimes stop with SIGTERM
-only (graceful), so there is no legitimate redelivery from an older offset.
+below one already seen (a retry repeats its number). Right before each join and each leave, the next event
+of every partition turns slow: ~12 s of failing attempts (longer than the trigger's timeout + 5 s), so the
+revocation lands while it is still retrying. Runtimes stop with SIGTERM only (graceful), so there is no
+legitimate redelivery from an older offset.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.chaos.traffic import DeadLetterWatch, KafkaSender, create_topics, kaf
 from tests.integration.support import FunctionServer, RuntimeProcess
 
 PARTITIONS = 4
+SLOW_ATTEMPTS = 9  # 9 x 0.9 s plus backoff: ~12 s, more than timeout (1 s) + 5 s
 
 
 class OrderedFunction:
@@ -29,6 +31,11 @@ class OrderedFunction:
         self.in_flight: dict[int, int] = defaultdict(int)
         self.highest: dict[int, int] = {}
         self.violations: list[str] = []
+        self.slow_next: set[int] = set()  # partitions whose next new event turns slow
+        self.slow: set[tuple[int, int]] = set()
+
+    def slow_down(self) -> None:
+        self.slow_next = set(range(PARTITIONS))
 
     async def __call__(self, request: web.Request, body: bytes, attempt: int) -> web.StreamResponse:
         p, seq = int(request.headers["ce-part"]), int(request.headers["ce-seq"])
@@ -39,8 +46,11 @@ class OrderedFunction:
             if seq < self.highest.get(p, -1):
                 self.violations.append(f"partition {p}: seq {seq} after seq {self.highest[p]}")
             self.highest[p] = max(seq, self.highest.get(p, -1))
-            if seq % 50 == 7 and attempt <= 5:  # ~8 s of slow retries
-                await asyncio.sleep(0.9)
+            if attempt == 1 and p in self.slow_next:
+                self.slow_next.discard(p)
+                self.slow.add((p, seq))
+            if (p, seq) in self.slow and attempt <= SLOW_ATTEMPTS:
+                await asyncio.sleep(0.9)  # below the 1 s timeout: the runtime sees this 504
                 return web.Response(status=504, text="slow")
             if seq % 7 == 3 and attempt <= 2:
                 return web.Response(status=503, text="retry me")
@@ -52,7 +62,7 @@ class OrderedFunction:
 
 async def test_rebalances_never_break_partition_order(kafka_bootstrap: str, fn: FunctionServer, unique_name: str,
                                                       tmp_path: Path) -> None:
-    per_partition = scaled(1000, 100)
+    per_partition = scaled(1000, 60)
     rebalances = scaled(10, 2)
     topic, dlq = unique_name, f"{unique_name}.dlq"
     await create_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
@@ -67,7 +77,7 @@ async def test_rebalances_never_break_partition_order(kafka_bootstrap: str, fn: 
                               extra=lambda n: {"part": str(ids[n][0]), "seq": str(ids[n][1])})
     spec = tmp_path / "pair.yaml"
     spec.write_text(kafka_trigger("pair", topic, dead_letter=dlq, ordering="partition", concurrency=8,
-                                  timeout="1s", retry="{attempts: 7, delay: 300ms, maxDelay: 1s}"))
+                                  timeout="1s", retry="{attempts: 12, delay: 300ms, maxDelay: 1s}"))
     procs = [RuntimeProcess(spec, fn.url, kafka_bootstrap, tmp_path / f"{n}.log") for n in ("a", "b")]
     try:
         async with DeadLetterWatch(kafka_bootstrap, dlq) as watch:
@@ -75,13 +85,16 @@ async def test_rebalances_never_break_partition_order(kafka_bootstrap: str, fn: 
                 proc.start()
             await fn.wait_for(lambda: len(fn.delivered_ids) >= 20, timeout=60, what="first deliveries")
             for r in range(rebalances):
+                function.slow_down()
                 third = RuntimeProcess(spec, fn.url, kafka_bootstrap, tmp_path / f"c{r}.log").start()
                 try:
                     for _ in range(600):  # joined: partitions move while events retry
                         if "partitions assigned" in third.log_text():
                             break
                         await asyncio.sleep(0.1)
-                    await asyncio.sleep(3.0)
+                    await asyncio.sleep(2.0)
+                    function.slow_down()
+                    await asyncio.sleep(1.0)
                     rc = await third.aterminate(60)  # leaves: they move again
                     assert rc == 0, third.log_text()[-2000:]
                 finally:

@@ -30,7 +30,7 @@ from tests.chaos.traffic import (
 )
 from tests.integration.support import FunctionServer, RuntimeProcess, committed
 
-KILLS = scaled(20, 3)
+KILLS = scaled(20, 2)
 EVENTS = scaled(20_000, 3_000)
 
 
