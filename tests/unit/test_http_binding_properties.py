@@ -53,7 +53,7 @@ def _no_data_is_empty(ev: CloudEvent) -> CloudEvent:
 def test_binary_round_trip_keeps_attributes_as_strings_and_data(ev: CloudEvent) -> None:
     [got] = from_http(*to_binary(ev))
     assert typed(_no_data_is_empty(got)) == typed(_no_data_is_empty(CloudEvent(as_strings(ev), ev.data)))
-    [reply] = [from_http_response(*to_binary(ev))]
+    reply = from_http_response(*to_binary(ev))  # a function's binary-mode answer decodes the same way
     assert reply is not None and typed(reply) == typed(got)
 
 
