@@ -2,7 +2,8 @@
 
 The profile is chosen by HYPOTHESIS_PROFILE: `ci` (default, 100 examples per property, no deadline because
 the CI machine is shared; the 21 properties take ~35 s on a loaded 2-core machine) or `full` (5,000 examples)
-for a thorough local run.
+for a thorough local run: `HYPOTHESIS_PROFILE=full pytest -o timeout=0 tests/unit/test_*_properties.py`
+(some properties need more than pytest's default 300 s timeout then).
 """
 
 from __future__ import annotations
