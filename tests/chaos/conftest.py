@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.ledger import Row, format_table, read_table, table_path
+from tests.chaos.ledger import SESSION_ROWS, format_table, table_path
 from tests.integration.support import FunctionServer
 
 CHAOS_DIR = Path(__file__).resolve().parent
-_rows_before: list[Row] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,16 +30,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _rows_before.extend(read_table())
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    rows = read_table()
-    if rows and rows != _rows_before:
+    if SESSION_ROWS:
         terminalreporter.section("chaos table")
-        terminalreporter.write_line(format_table(rows))
-        terminalreporter.write_line(f"(rows in {table_path()})")
+        terminalreporter.write_line(format_table(SESSION_ROWS))
+        terminalreporter.write_line(f"(also appended to {table_path()})")
 
 
 @pytest.fixture

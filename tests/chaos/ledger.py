@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TABLE_ENV = "EVENTBUS_CHAOS_TABLE"
 FULL_ENV = "EVENTBUS_CHAOS_FULL"
 COLUMNS = ("scenario", "sent", "delivered", "dead-lettered", "duplicates", "lost")
+SESSION_ROWS: list[Row] = []
+"""The rows recorded in this process (the pytest summary prints them)."""
 
 
 def full_counts() -> bool:
@@ -111,6 +113,7 @@ class Ledger:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as f:
                 f.write(json.dumps(asdict(row)) + "\n")
+            SESSION_ROWS.append(row)
             print("\n" + format_table([row]))
         return row
 

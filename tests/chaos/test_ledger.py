@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos import ledger as ledger_module
 from tests.chaos.ledger import Ledger, Row, format_table, read_table
 
 
@@ -27,6 +28,7 @@ def test_sent_ids_must_be_unique() -> None:
 def test_record_appends_rows_and_the_last_row_per_scenario_wins(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVENTBUS_CHAOS_TABLE", str(tmp_path / "t.jsonl"))
+    monkeypatch.setattr(ledger_module, "SESSION_ROWS", [])  # keep these rows out of the session's table
     first = Ledger("one")
     first.send(["a"])
     first.record("FAIL: why")

@@ -63,7 +63,7 @@ class OrderedFunction:
 async def test_rebalances_never_break_partition_order(kafka_bootstrap: str, fn: FunctionServer, unique_name: str,
                                                       tmp_path: Path) -> None:
     per_partition = scaled(1000, 60)
-    rebalances = scaled(10, 2)
+    rebalances = scaled(10, 1)
     topic, dlq = unique_name, f"{unique_name}.dlq"
     await create_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
     await create_topics(kafka_bootstrap, [dlq])
