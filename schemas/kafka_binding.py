@@ -29,6 +29,8 @@ from schemas.json_format import (
 )
 
 KafkaHeaders = Sequence[tuple[str, bytes | None]]
+MAX_TIMESTAMP_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, UTC).timestamp() * 1000) + 1
+"""Record timestamps at or after this (year 10000) have no RFC 3339 form: such a record gets no `time`."""
 
 
 def _utf8(value: bytes | None, header: str) -> str:
@@ -106,7 +108,8 @@ def wrap_kafka_record(
 ) -> CloudEvent:
     """A CloudEvent for a raw (non-CloudEvents) record; deterministic id `<topic>/<partition>/<offset>`.
 
-    `time` from the record timestamp (UTC, milliseconds; omitted when absent or negative), `partitionkey` from
+    `time` from the record timestamp (UTC, milliseconds; omitted when absent, negative or after year 9999, which
+    a producer may set: RFC 3339 cannot write it), `partitionkey` from
     a non-empty UTF-8 key, `datacontenttype` from a valid `content-type` header, data = the value bytes.
     Raises InvalidCloudEvent if `event_type`/`event_source` are not valid.
     """
@@ -116,7 +119,7 @@ def wrap_kafka_record(
         "source": event_source,
         "type": event_type,
     }
-    if timestamp_ms is not None and timestamp_ms >= 0:
+    if timestamp_ms is not None and 0 <= timestamp_ms < MAX_TIMESTAMP_MS:
         seconds, millis = divmod(timestamp_ms, 1000)
         at = datetime.fromtimestamp(seconds, UTC).replace(microsecond=millis * 1000)
         attrs["time"] = format_time(at, digits=3)

@@ -227,6 +227,20 @@ def test_wrap_kafka_record_minimal() -> None:
     assert ev.data == b""
 
 
+@pytest.mark.parametrize(
+    ("timestamp_ms", "time"),
+    [
+        (253402300799999, "9999-12-31T23:59:59.999Z"),
+        (253402300800000, None),  # year 10000: found by the property test, was a ValueError
+        (2**63 - 1, None),
+    ],
+)
+def test_wrap_kafka_record_timestamp_beyond_rfc3339_gets_no_time(timestamp_ms: int, time: str | None) -> None:
+    ev = wrap_kafka_record(topic="t", partition=0, offset=0, timestamp_ms=timestamp_ms, key=None, headers=[],
+                           value=None, event_type="x", event_source="s")
+    assert ev.attributes.get("time") == time
+
+
 def test_wrap_kafka_record_invalid_type_raises() -> None:
     with pytest.raises(InvalidCloudEvent):
         wrap_kafka_record(
