@@ -494,7 +494,7 @@ spec:
           f"the last {window}: {last / 1024:.0f} MB; growth {(last - first) / 1024:+.0f} MB (target: none)")
 
 
-class urlopen_count:  # noqa: N801 - a tiny context manager reading the function's delivered count
+class urlopen_count:
     def __init__(self, port: int) -> None:
         self.port = port
 

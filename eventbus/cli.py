@@ -67,7 +67,9 @@ def _up(args: argparse.Namespace) -> int:
     opts = UpOptions(path=path, http_port=args.http_port, gateway=args.gateway, functions=functions,
                      nats=args.nats, kafka=args.kafka, data_dir=Path(args.data_dir), grace=args.grace,
                      security=security)
-    asyncio.run(run_up(opts, triggers))
+    from eventbus.loop import run as run_loop
+
+    run_loop(run_up(opts, triggers))  # on uvloop when installed (see eventbus.loop)
     return 0
 
 
@@ -226,7 +228,9 @@ def _run(args: argparse.Namespace) -> int:
             await runtime.stop()  # a failed start: close what it opened (sessions, clients) before exiting
             raise
 
-    asyncio.run(main())
+    from eventbus.loop import run as run_loop
+
+    run_loop(main())  # on uvloop when installed (see eventbus.loop)
     return 0
 
 

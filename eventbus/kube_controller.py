@@ -158,7 +158,9 @@ def run_kubernetes(args: argparse.Namespace, config: RuntimeConfig) -> int:
         await KubeController(config, kube, options).run_until_signal()
 
     try:
-        asyncio.run(main())
+        from eventbus.loop import run as run_loop
+
+        run_loop(main())
     except KubeConfigError as exc:
         log.error(f"eventbus run --kubernetes: {exc}")
         return 1

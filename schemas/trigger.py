@@ -126,14 +126,12 @@ class DeprecatedField(UserWarning):
 
 
 def _check_nats_auth(creds_file: str | None, token_from: SecretRef | None, user: str | None,
-                     password_from: SecretRef | None, nkey_seed_file: str | None = None) -> None:
+                     password_from: SecretRef | None, nkey_seed_file: str | None) -> None:
     """At most one way to authenticate to NATS (sources and sinks alike)."""
     ways = [n for n, v in (("credsFile", creds_file), ("tokenFrom", token_from), ("user", user),
                            ("nkeySeedFile", nkey_seed_file)) if v is not None]
     if len(ways) > 1:
-        names = "credsFile, tokenFrom, user, nkeySeedFile" if nkey_seed_file is not None else \
-            "credsFile, tokenFrom, user"
-        raise ValueError(f"set at most one of {names} (found: {', '.join(ways)})")
+        raise ValueError(f"set at most one of credsFile, tokenFrom, user, nkeySeedFile (found: {', '.join(ways)})")
     if password_from is not None and user is None:
         raise ValueError("passwordFrom needs user")
 
@@ -314,16 +312,19 @@ class NatsSink(Model):
     token_from: SecretRef | None = None
     user: str | None = None
     password_from: SecretRef | None = None
+    nkey_seed_file: str | None = Field(default=None, min_length=1,
+                                       description="A file holding an NKey seed (SU...): nkey authentication.")
     tls: Tls | None = None
 
     @model_validator(mode="after")
     def _auth(self) -> NatsSink:
-        _check_nats_auth(self.creds_file, self.token_from, self.user, self.password_from)
+        _check_nats_auth(self.creds_file, self.token_from, self.user, self.password_from, self.nkey_seed_file)
         return self
 
     @property
     def has_credentials(self) -> bool:
-        return any(v is not None for v in (self.creds_file, self.token_from, self.user, self.tls))
+        return any(v is not None for v in (self.creds_file, self.token_from, self.user, self.nkey_seed_file,
+                                           self.tls))
 
 
 class Sink(Model):
