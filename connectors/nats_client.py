@@ -71,6 +71,27 @@ def named_refusal(servers: list[str], cause: BaseException) -> NatsUnreachable:
 CANCEL_TIMEOUT = 2.0
 
 
+class StrictHeadersClient(Client):
+    """nats-py 2.16 decodes header values with errors="replace": invalid UTF-8 arrives as U+FFFD and would pass
+    as a valid CloudEvent. Keep the bytes (surrogateescape) so the binding rejects them as it does on Kafka."""
+
+    @staticmethod
+    def _parse_header_lines(raw: bytes) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in raw.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if not line or not sep:
+                continue
+            try:
+                key = name.strip().decode("ascii")
+            except UnicodeDecodeError:
+                continue  # as nats-py: a non-ASCII name is skipped
+            if any(c.isspace() for c in key):
+                continue
+            out[key] = value.strip().decode("utf-8", "surrogateescape")
+        return out
+
+
 async def connect(servers: list[str], *, name: str = "eventbus", **options: Any) -> Client:
     """Connect with a few quick tries, then reconnect forever once connected (a broker restart loses nothing).
 
@@ -107,7 +128,7 @@ async def connect(servers: list[str], *, name: str = "eventbus", **options: Any)
         reconnected_cb=on_reconnect,
         error_cb=on_error,
     )
-    nc = Client()
+    nc = StrictHeadersClient()
     connecting: asyncio.Future[None] = asyncio.ensure_future(nc.connect(**settings, **options))
     either: set[asyncio.Future[Any]] = {connecting, refused}
     try:

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 from connectors.kube import KubeClient, KubeConfigError
 from connectors.kube_lease import LeaseStore, lease_name
@@ -91,11 +92,18 @@ class KubeController:
                                            lease_duration=options.status_lease))
         self.reconciler = Reconciler(self.runtime, kube, on_change=self._changed, transient=TRANSIENT)
         self.status = StatusWriter(kube, self.reconciler, instance=self.identity, is_leader=self.leader.is_leader,
-                                   health=HealthMonitor(self.runtime.metrics.registry))
+                                   health=HealthMonitor(self.runtime.metrics.registry), extra=self._scaling_row)
         namespaces: list[str | None] = list(dict.fromkeys(options.namespaces)) or [None]
         self.informers = [Informer(kube, self.reconciler, ns, watch_timeout=options.watch_timeout)
                           for ns in namespaces]
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _scaling_row(self, key: str) -> dict[str, Any]:
+        """The scaling columns of `status` (lag, desiredReplicas, active) from the lag watcher, once read."""
+        hint = self.runtime.scaling.board.get(key)
+        if hint is None:
+            return {}
+        return {"lag": hint.lag, "desiredReplicas": hint.desired_replicas, "active": hint.active}
 
     def _changed(self, key: str) -> None:
         self.status.changed(key)

@@ -29,16 +29,27 @@ OUTAGE_S = 4.0
 
 
 class Function:
-    """Fails every 10th event for good once `failing` is set; remembers which ids it failed."""
+    """Fails every 10th event for good once `failing` is set; remembers which ids it failed. Events from
+    `hold_from` on wait until then, so the outage always meets events (a fast runtime would otherwise have
+    delivered everything before the topic is gone)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_from: int) -> None:
         self.failing = False
         self.failed: list[str] = []
+        self.hold_from = hold_from
+        self.gate = asyncio.Event()
+
+    def fail_from_now(self) -> None:
+        self.failing = True
+        self.gate.set()
 
     async def __call__(self, request: web.Request, body: bytes, attempt: int) -> web.StreamResponse:
         await asyncio.sleep(0.002)
         eid = request.headers.get("ce-id", "")
-        if self.failing and int(eid.rsplit("-", 1)[-1]) % 10 == 0:
+        index = int(eid.rsplit("-", 1)[-1])
+        if index >= self.hold_from:
+            await self.gate.wait()
+        if self.failing and index % 10 == 0:
             self.failed.append(eid)
             return web.Response(status=400, text="rejected for good")
         return web.Response(status=204)
@@ -49,7 +60,7 @@ async def test_dead_letter_topic_deleted_and_recreated(kafka_bootstrap: str, fn:
     n = scaled(10_000, 1_500)
     topic, dlq, group = unique_name, f"{unique_name}.dlq", f"{unique_name}-g"
     await create_topics(kafka_bootstrap, [topic, dlq])
-    function = Function()
+    function = Function(hold_from=n // 5)
     fn.behaviour = function
     ledger = Ledger("dead-letter topic deleted, recreated")
     ledger.send(f"dl-{i}" for i in range(n))
@@ -66,7 +77,7 @@ async def test_dead_letter_topic_deleted_and_recreated(kafka_bootstrap: str, fn:
         await delete_topic(kafka_bootstrap, dlq)
         deleted_at = time.monotonic()
         await asyncio.sleep(1.0)  # the deletion has reached the broker's metadata
-        function.failing = True
+        function.fail_from_now()
         while time.monotonic() - deleted_at < OUTAGE_S:
             commits_during_outage.append((await committed(kafka_bootstrap, group, topic)).get(0) or 0)
             await asyncio.sleep(0.25)
