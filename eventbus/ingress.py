@@ -68,7 +68,7 @@ async def ensure_ingress(rt: Runtime) -> HttpIngress:
         IngressConfig(port=cfg.http_port if cfg.http_port is not None else DEFAULT_HTTP_PORT, host=cfg.http_host,
                       max_body=cfg.max_body, max_in_flight=cfg.http_max_in_flight, limits=cfg.ingress_limits),
         topics=publisher,
-        extra_routes=admin_routes(rt.ready),
+        extra_routes=admin_routes(rt.ready, details=rt.readiness),
         publishers=cfg.publishers,
     )
     rt.ingress = ingress

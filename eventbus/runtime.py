@@ -354,14 +354,21 @@ class Runtime:
         return (timers_ok and not self._pending
                 and all(r.controller.ready.is_set() and not r.task.done() for r in self._running.values()))
 
+    def readiness(self) -> dict[str, Any]:
+        """Why `ready()` says what it says: triggers not running yet (`pending`, `notReady`), refused at start
+        (`notStarted`), and running but `degraded` (a sink failing for good: stalled, nothing lost)."""
+        not_ready = sorted(k for k, r in self._running.items() if not r.controller.ready.is_set() or r.task.done())
+        return {"draining": self.draining, "pending": sorted(self._pending), "notReady": not_ready,
+                "notStarted": dict(self.not_started), "degraded": self.degraded()}
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, triggers: list[Trigger]) -> None:
         await self.gateway.start()
         await self.scaling.start()
         if self.config.metrics_port is not None:
-            self._admin = await start_admin(self.config.metrics_port, [*admin_routes(self.ready),
-                                                                       *self.extra_routes])
+            routes = [*admin_routes(self.ready, details=self.readiness), *self.extra_routes]
+            self._admin = await start_admin(self.config.metrics_port, routes)
         if self.config.http_port is not None:
             from eventbus.ingress import ensure_ingress
 

@@ -231,6 +231,7 @@ async def test_permanent_sink_error_stalls_counts_and_degrades_until_fixed() -> 
         assert not task.done()  # stalled, nothing settled
         assert pipeline.degraded is not None and "403" in pipeline.degraded and "url:" in pipeline.degraded
         assert "sinks/perm" in rt.degraded()
+        assert "403" in rt.readiness()["degraded"]["sinks/perm"]  # what /readyz shows beside its status
         status["code"] = 204
         assert await asyncio.wait_for(task, 10) is Outcome.DEAD_LETTERED
         assert pipeline.degraded is None and rt.degraded() == {}

@@ -63,7 +63,7 @@ async def test_valid_trigger_is_accepted(kube: KubeClient, namespace: str) -> No
     ("no-source", {"source": {}}, 422, "spec.source", "exactly one of kafka, nats, cron, http"),
     ("bad-duration", {"delivery__timeout": "30"}, 422, "spec.delivery.timeout", "should match"),
     ("negative-attempts", {"delivery__retry__attempts": -1}, 422, "spec.delivery.retry.attempts",
-     "greater than or equal to 0"),
+     "greater than or equal to 1"),
     ("min-over-max", {"scaling": {"minReplicas": 5, "maxReplicas": 2}}, 422, "spec.scaling.minReplicas",
      "minReplicas must be <= maxReplicas"),
     ("dlq-loop", {"delivery__deadLetter": {"kafka": {"topic": "orders"}}}, 422,
