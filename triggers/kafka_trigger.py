@@ -127,6 +127,11 @@ class KafkaAdapter:
     async def stop_intake(self) -> Sequence[Record]:
         return ()
 
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions the consumer holds right now (empty while not connected)."""
+        consumer = self._consumer
+        return frozenset(consumer.assignment()) if consumer is not None else frozenset()
+
     async def probe(self) -> None:
         consumer = self._consumer
         if consumer is None:
@@ -342,3 +347,7 @@ class KafkaTrigger(SourceDriver[Record]):
     @property
     def offsets(self) -> dict[TopicPartition, PartitionOffsets]:
         return self.adapter.offsets
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this replica's consumer holds right now (the group's share of the topics)."""
+        return self.adapter.assignment()

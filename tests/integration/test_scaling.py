@@ -23,6 +23,7 @@ import nats
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from nats.js.api import StreamConfig
 from prometheus_client import CollectorRegistry
 
@@ -31,6 +32,7 @@ from eventbus import externalscaler_pb2_grpc as pb_grpc
 from eventbus.runtime import Runtime, RuntimeConfig
 from schemas.loader import parse_triggers
 from tests.integration.support import REPO, FunctionServer, create_topic, produce
+from triggers.kafka_trigger import KafkaTrigger
 from triggers.metrics import Metrics
 from triggers.scaling import ROW_KEYS
 
@@ -168,7 +170,7 @@ async def test_two_runtimes_agree_in_flight_counts_and_drain_falls_to_min(
     runtimes.append(a)
     b = await Rt(fn, kafka_bootstrap).start(spec)
     runtimes.append(b)
-    await _assigned(a, b, "test/slow")
+    await _assigned(a, b, "test/slow", kafka_bootstrap)
     await produce(kafka_bootstrap, topic, [(f"k{i}".encode(), b"x", []) for i in range(6)])
     await _until(lambda: len(fn.received) == 6, "all six in flight")
     ra = await a.wait_row("test/slow", lambda r: r["lag"] == 6)  # fetched, in flight, not committed: lag
@@ -200,15 +202,51 @@ async def _until(cond: Any, what: str, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _assigned(a: Rt, b: Rt, key: str) -> None:
-    """Wait until the two runtimes' consumers hold one partition each (the rebalance is over)."""
+async def _assigned(a: Rt, b: Rt, key: str, bootstrap: str) -> None:
+    """Wait until the two runtimes' consumers hold one partition each (the rebalance is over), and the
+    broker's view of the group agrees: two members, one partition each."""
+    held: list[list[int]] = []
     for _ in range(300):
-        held = [len(c.assignment()) if (c := getattr(rt.runtime._running[key].controller, "_consumer",
-                                                                None)) is not None else 0 for rt in (a, b)]
-        if held == [1, 1]:
+        held = [sorted(tp.partition for tp in _kafka(rt, key).assignment()) for rt in (a, b)]
+        if sorted(held) == [[0], [1]]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"the two runtimes never split the partitions; they hold {held}")
+    group = _kafka(a, key).adapter.group_id
+    members: list[list[int]] = []
+    for _ in range(50):
+        members = await _group_members(bootstrap, group)
+        if sorted(m for m in members if m) == [[0], [1]]:  # a member holding nothing is not a share
             return
         await asyncio.sleep(0.1)
-    raise AssertionError("the two runtimes never split the partitions")
+    raise AssertionError(f"the broker does not see the partitions split: members hold {members}")
+
+
+def _kafka(rt: Rt, key: str) -> KafkaTrigger:
+    controller = rt.runtime._running[key].controller
+    assert isinstance(controller, KafkaTrigger), controller
+    return controller
+
+
+async def _group_members(bootstrap: str, group: str) -> list[list[int]]:
+    """The partitions each member of `group` holds, as the group coordinator sees them."""
+    from aiokafka.protocol.group import MemberAssignment
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [desc] = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    out: list[list[int]] = []
+    for member in desc.groups[0][5]:  # (member_id, [group_instance_id,] client_id, host, metadata, assignment)
+        if not member[-1]:  # mid-rebalance: no assignment yet
+            out.append([])
+            continue
+        assignment = MemberAssignment.decode(member[-1])
+        out.append(sorted(p for _, parts in assignment.assignment for p in parts))
+    return out
 
 
 # --- JetStream ---------------------------------------------------------------------------------------------
