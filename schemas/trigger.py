@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from schemas.duration import Delay, Duration, Lease, PositiveDelay, ShortDuration, Timeout
+from schemas.names import pattern_matches as subject_matches
 from schemas.names import reserved_reason
 
 API_VERSION = "eventbus.dev/v1alpha1"
@@ -474,17 +475,6 @@ class TriggerSpec(Model):
             raise ValueError(f"scaling.push: subject {push.nats.subject!r} is covered by the source subject "
                              f"{nats.subject!r} (hints would feed back into this trigger)")
         return self
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: `*` is one token, `>` one or more trailing tokens."""
-    p, s = pattern.split("."), subject.split(".")
-    for i, token in enumerate(p):
-        if token == ">":
-            return len(s) > i
-        if i >= len(s) or (token != "*" and token != s[i]):
-            return False
-    return len(p) == len(s)
 
 
 class Metadata(Model):
