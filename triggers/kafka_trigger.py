@@ -24,7 +24,7 @@ from schemas.cloudevent import CloudEvent
 from schemas.kafka_binding import from_kafka, wrap_kafka_record
 from schemas.trigger import KafkaSource, Trigger
 from triggers.delivery import Pipeline
-from triggers.driver import SourceDriver
+from triggers.driver import REVOKE_MARGIN, SourceDriver
 from triggers.metrics import TriggerMetrics
 from triggers.offsets import PartitionOffsets
 from triggers.source import RawInput, Revoke, SourceUnreachable
@@ -99,6 +99,7 @@ class KafkaAdapter:
             offset_reset=self.source.initial_offset,
             security=security_settings(self.source.sasl, self.source.tls),
             client_id=f"{self.client_id}-{self.trigger.metadata.name}",
+            revoke_within=self.trigger.spec.delivery.timeout + REVOKE_MARGIN,
         )
         try:
             await consumer.start()
