@@ -2,8 +2,9 @@
 
 Offsets are committed only up to the highest contiguous settled offset of each partition. Flow control
 is per partition: a partition whose queue is full is paused at the consumer, the others keep fetching.
-On revocation the driver finishes or cancels the revoked partitions' running events before their settled
-offsets are committed and the partitions are released.
+On revocation the driver halts the revoked partitions' running events (the attempt in flight finishes, no
+other starts; cancelled only past `delivery.timeout` + REVOKE_MARGIN) before their settled offsets are
+committed and the partitions are released; the consumer's rebalance timeout allows for that wait.
 """
 
 from __future__ import annotations
