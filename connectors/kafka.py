@@ -169,11 +169,20 @@ def security_settings(sasl: Sasl | None, tls: Tls | None) -> dict[str, Any]:
     return out
 
 
+SESSION_TIMEOUT_MS = 10_000
+
+
 def make_consumer(
-    *, bootstrap: str, group: str, offset_reset: str, security: dict[str, Any], client_id: str
+    *, bootstrap: str, group: str, offset_reset: str, security: dict[str, Any], client_id: str,
+    revoke_within: float = 0.0,
 ) -> AIOKafkaConsumer:
-    """A consumer that never auto-commits: offsets are committed only for settled events."""
+    """A consumer that never auto-commits: offsets are committed only for settled events.
+
+    `revoke_within`: the longest its revocation callback may take. The group coordinator waits for a member
+    to rejoin for its rebalance timeout only, then rebalances without it (its partitions go to others while
+    its callback still runs): so the rebalance timeout is the session timeout plus that."""
     return NamedErrorsConsumer(
+        rebalance_timeout_ms=SESSION_TIMEOUT_MS + int(revoke_within * 1000),
         bootstrap=bootstrap,
         security=security,
         group_id=group,
@@ -181,7 +190,7 @@ def make_consumer(
         enable_auto_commit=False,
         auto_offset_reset=offset_reset,
         max_poll_interval_ms=600_000,
-        session_timeout_ms=10_000,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=1_000,
         fetch_max_wait_ms=100,
         max_partition_fetch_bytes=1 << 20,

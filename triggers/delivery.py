@@ -2,6 +2,10 @@
 
 `settle()` returns only once the event's fate is decided and recorded, so the caller may then ack or
 commit. A dead-letter or reply sink that is down blocks here (retried forever), it never drops.
+
+Given a `Halt` (the driver passes its group's), the retry loop checks it before each attempt and sleeps its
+backoff through it: once halted (the partition is revoked) no further attempt starts and `Halted` is raised,
+after the attempt in flight, unless that one delivered the event.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from schemas import http_binding
 from schemas.cloudevent import CloudEvent, canonical_string
 from schemas.deadletter import dead_letter_event, undecodable_event
 from schemas.trigger import Trigger
+from triggers.halt import Halt
 from triggers.metrics import TriggerMetrics
 from triggers.retry import Backoff, is_retryable
 from triggers.sinks import EventSink, SinkError
@@ -131,11 +136,14 @@ class Pipeline:
 
     # --- the whole path -----------------------------------------------------------------------
 
-    async def settle(self, event: CloudEvent, key: bytes | None = None) -> Outcome:
-        """Filter, then dispatch with retries; dead-letter or drop on failure. Returns once settled."""
-        return (await self.deliver(event, key)).outcome
+    async def settle(self, event: CloudEvent, key: bytes | None = None, *, halt: Halt | None = None) -> Outcome:
+        """Filter, then dispatch with retries; dead-letter or drop on failure. Returns once settled.
 
-    async def deliver(self, event: CloudEvent, key: bytes | None = None) -> Settled:
+        With `halt`: raises `triggers.halt.Halted` (unsettled) instead of starting an attempt once halted,
+        of sleeping on after it is halted, or of dead-lettering an attempt that failed while halted."""
+        return (await self.deliver(event, key, halt=halt)).outcome
+
+    async def deliver(self, event: CloudEvent, key: bytes | None = None, *, halt: Halt | None = None) -> Settled:
         """`settle`, also keeping the function's last response (sync HTTP triggers answer with it)."""
         m = self.metrics
         m.received.inc()
@@ -147,18 +155,23 @@ class Pipeline:
             n = 0
             while True:
                 n += 1
+                if halt is not None:
+                    halt.check()
                 result = await self.attempt(event)
                 if result.ok:
                     m.delivered.inc()
                     if self.reply_sink is not None:
                         await self.publish_reply(event, result.response)
                     return Settled(Outcome.DELIVERED, result.response)
+                if halt is not None:
+                    halt.check()  # failed while revoked: the next owner delivers it, not a dead letter
                 if result.final or n >= self.max_attempts:
                     why = result.reason if result.final else f"retries exhausted: {result.reason}"
                     outcome = await self.fail(event, why, result.response.status, n, key)
                     return Settled(outcome, result.response)
                 m.retried.inc()
-                await asyncio.sleep(self.backoff.delay(n, result.response.retry_after()))
+                delay = self.backoff.delay(n, result.response.retry_after())
+                await (asyncio.sleep(delay) if halt is None else halt.sleep(delay))
         finally:
             m.in_flight.dec()
 

@@ -6,6 +6,11 @@ dead-lettered or dropped as configured; undecodable input is dead-lettered raw w
 unexpected exception is dead-lettered with `internal: <ExceptionType>: <message>`. Only a cancellation
 (revocation, shutdown after grace, a source failure) leaves a message unsettled, and then it is neither
 acked nor committed: the broker delivers it again.
+
+A revocation halts the revoked groups (`triggers.halt`): an attempt in flight finishes (the function keeps
+running a request whose client gave up, so cancelling it would let the next owner overlap it), no other
+attempt starts, a backoff sleep ends at once, and the item is left unsettled unless that attempt delivered
+it. Only what still runs `delivery.timeout + REVOKE_MARGIN` later is cancelled.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from schemas.cloudevent import CloudEvent
 from schemas.errors import SchemaError
 from schemas.trigger import Trigger
 from triggers.delivery import Pipeline, internal_reason
+from triggers.halt import Halt, Halted
 from triggers.ordering import LaneScheduler
 from triggers.outage import MUFFLER
 from triggers.source import M, Source, SourceUnreachable
@@ -30,8 +36,9 @@ RESTART_MIN = 1.0
 RESTART_MAX = 30.0
 PROBE_INTERVAL = 5.0
 PROBE_TIMEOUT = 5.0
-REVOKE_FINISH = 2.0
-"""On revocation, running items get this long to finish before they are cancelled (unsettled)."""
+REVOKE_MARGIN = 2.0
+"""On revocation, running items get `delivery.timeout` plus this long to end their attempt in flight (and
+settle it, if it delivered) before they are cancelled (unsettled)."""
 SETTLE_RETRY_MAX = 5.0
 
 _Item = tuple[M, CloudEvent | None, str | None]
@@ -234,23 +241,28 @@ class SourceDriver(Generic[M]):
 
     # --- settling -----------------------------------------------------------------------------
 
-    async def _handle(self, item: _Item[M]) -> None:
-        """Settle one message by the policy; ack it, or nak it for a broker redelivery."""
+    async def _handle(self, item: _Item[M], halt: Halt) -> None:
+        """Settle one message by the policy; ack it, or nak it for a broker redelivery. Halted (its group
+        revoked): left unsettled."""
         msg, event, error = item
         src = self.source
         nak: float | None = None
         try:
-            nak = await self._settle(msg, event, error)
+            nak = await self._settle(msg, event, error, halt)
         except asyncio.CancelledError:
             raise
+        except Halted:
+            return  # revoked before it delivered: unsettled, the next owner delivers it
         except Exception as exc:
+            if halt.halted:
+                return  # revoked: the next owner handles it
             await self._settle_internal(msg, event, exc)
         if nak is None:
             await src.ack(msg)
         else:
             await src.nak(msg, nak)
 
-    async def _settle(self, msg: M, event: CloudEvent | None, error: str | None) -> float | None:
+    async def _settle(self, msg: M, event: CloudEvent | None, error: str | None, halt: Halt) -> float | None:
         src = self.source
         p = self.pipeline
         if event is None:
@@ -260,7 +272,7 @@ class SourceDriver(Generic[M]):
             return None
         if src.redelivers:
             return await p.settle_once(event, src.attempt(msg))
-        await p.settle(event, src.key(msg))
+        await p.settle(event, src.key(msg), halt=halt)
         return None
 
     async def _settle_internal(self, msg: M, event: CloudEvent | None, exc: Exception) -> None:
@@ -291,12 +303,13 @@ class SourceDriver(Generic[M]):
     # --- revocation and health ----------------------------------------------------------------
 
     async def _revoke(self, groups: Iterable[Hashable]) -> None:
-        """The source gives `groups` up: their queued items are dropped, running ones finish within
-        REVOKE_FINISH or are cancelled. Afterwards nothing of them runs: never two owners at once."""
+        """The source gives `groups` up: their queued items are dropped, running ones are halted (the attempt
+        in flight ends, no other starts) and cancelled if still running after `delivery.timeout` +
+        REVOKE_MARGIN. Afterwards nothing of them runs: never two owners at once."""
         sched = self._sched
         if sched is None:
             return
-        cancelled = await sched.revoke(groups, REVOKE_FINISH)
+        cancelled = await sched.revoke(groups, self.pipeline.timeout + REVOKE_MARGIN)
         if cancelled:
             log.info("revocation cancelled running events (the next owner delivers them)",
                      extra={"trigger": self.key, "cancelled": cancelled})

@@ -2,8 +2,9 @@
 
 Offsets are committed only up to the highest contiguous settled offset of each partition. Flow control
 is per partition: a partition whose queue is full is paused at the consumer, the others keep fetching.
-On revocation the driver finishes or cancels the revoked partitions' running events before their settled
-offsets are committed and the partitions are released.
+On revocation the driver halts the revoked partitions' running events (the attempt in flight finishes, no
+other starts; cancelled only past `delivery.timeout` + REVOKE_MARGIN) before their settled offsets are
+committed and the partitions are released; the consumer's rebalance timeout allows for that wait.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from schemas.cloudevent import CloudEvent
 from schemas.kafka_binding import from_kafka, wrap_kafka_record
 from schemas.trigger import KafkaSource, Trigger
 from triggers.delivery import Pipeline
-from triggers.driver import SourceDriver
+from triggers.driver import REVOKE_MARGIN, SourceDriver
 from triggers.metrics import TriggerMetrics
 from triggers.offsets import PartitionOffsets
 from triggers.source import RawInput, Revoke, SourceUnreachable
@@ -99,6 +100,7 @@ class KafkaAdapter:
             offset_reset=self.source.initial_offset,
             security=security_settings(self.source.sasl, self.source.tls),
             client_id=f"{self.client_id}-{self.trigger.metadata.name}",
+            revoke_within=self.trigger.spec.delivery.timeout + REVOKE_MARGIN,
         )
         try:
             await consumer.start()

@@ -7,6 +7,9 @@ pauses that partition alone) and `on_room(group)` once it has drained to half. A
 `concurrency` workers runs the items, round robin over the lanes that have work, so `concurrency` bounds
 requests in flight (running items), not queued ones, and a hot group never starves a quiet one.
 Workers are long-lived tasks that loop; no task is created per item.
+
+Each group has a `Halt` token, handed to the handler with every item. `revoke` sets it: a running item
+finishes the attempt in flight but starts no other (see `triggers.halt`), and `revoke` waits for it.
 """
 
 from __future__ import annotations
@@ -17,16 +20,19 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
+from triggers.halt import Halt
+
 log = logging.getLogger("eventbus.ordering")
 
 T = TypeVar("T")
 
 
 class _Group:
-    __slots__ = ("idle", "key", "lanes", "paused", "queued", "running")
+    __slots__ = ("halt", "idle", "key", "lanes", "paused", "queued", "running")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
+        self.halt = Halt()
         self.queued = 0
         self.running = 0
         self.paused = False
@@ -46,11 +52,12 @@ class _Lane(Generic[T]):
 
 
 class LaneScheduler(Generic[T]):
-    """Runs `handler(item)` for submitted items: in order per lane, `concurrency` at a time overall."""
+    """Runs `handler(item, halt)` for submitted items: in order per lane, `concurrency` at a time overall;
+    `halt` is the item's group's token (set when the group is revoked)."""
 
     def __init__(
         self,
-        handler: Callable[[T], Awaitable[None]],
+        handler: Callable[[T, Halt], Awaitable[None]],
         concurrency: int,
         *,
         group_limit: int,
@@ -190,7 +197,7 @@ class LaneScheduler(Generic[T]):
                     self._on_room(g.key)
             workers[me] = g
             try:
-                await self._handler(item)
+                await self._handler(item, g.halt)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -256,13 +263,21 @@ class LaneScheduler(Generic[T]):
         return dropped
 
     async def revoke(self, groups: Iterable[Hashable], finish_within: float) -> int:
-        """Drop queued items of `groups`, let their running items finish for up to `finish_within`
-        seconds, cancel the rest, and forget the groups. Returns how many running items were cancelled.
+        """Drop queued items of `groups`, halt their running items (the attempt in flight finishes, no
+        other starts, a backoff sleep ends now), wait up to `finish_within` seconds for them to end, cancel
+        the rest, and forget the groups. Returns how many running items were cancelled.
 
         When this returns, no item of `groups` runs or will run: the partition may be handed over."""
         keys = set(groups)
         self._drop_queued(keys)
-        busy = [self._groups[k] for k in keys if k in self._groups and self._groups[k].running > 0]
+        busy = []
+        for k in keys:
+            g = self._groups.get(k)
+            if g is None:
+                continue
+            g.halt.set()
+            if g.running > 0:
+                busy.append(g)
         if busy and finish_within > 0:
             waits = []
             for g in busy:

@@ -238,7 +238,7 @@ def _fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(driver_mod, "RESTART_MIN", 0.02)
     monkeypatch.setattr(driver_mod, "RESTART_MAX", 0.08)
     monkeypatch.setattr(driver_mod, "PROBE_INTERVAL", 0.02)
-    monkeypatch.setattr(driver_mod, "REVOKE_FINISH", 0.1)
+    monkeypatch.setattr(driver_mod, "REVOKE_MARGIN", 0.1)
 
 
 # --- tests -------------------------------------------------------------------------------------
@@ -482,6 +482,66 @@ async def test_revoke_waits_for_a_job_that_finishes_in_time() -> None:
     assert src.revoke is not None
     await src.revoke(["p"])
     assert src.acked == ["p/0"], "a job that ends within the revocation window is settled, not cancelled"
+    drv.stop()
+    await asyncio.wait_for(run, 5)
+
+
+async def test_revocation_lets_the_attempt_in_flight_finish_but_starts_no_other() -> None:
+    """Cancelling the client side of a request does not stop the function: the attempt in flight ends,
+    then the item is left unsettled (the next owner delivers it), whatever its retry budget."""
+    src = FakeSource()
+    entered = asyncio.Event()
+    gate = asyncio.Event()
+    finished: list[str] = []
+
+    async def held(eid: str, n: int) -> int:
+        if eid in ("p0/0", "p1/0"):
+            entered.set()
+            await gate.wait()  # the function is still working on it when the revocation comes
+            finished.append(eid)
+            return 503 if eid == "p0/0" else 204
+        return 204
+
+    drv, gw = _driver(src, held, attempts=10_000)
+    src.put(Msg("p0", 0), Msg("p0", 1), Msg("p1", 0))
+    run = asyncio.create_task(drv.run(5))
+    await _until(lambda: gw.calls.get("p0/0") == 1 and gw.calls.get("p1/0") == 1, what="both attempts running")
+    assert src.revoke is not None
+    revoking = asyncio.create_task(src.revoke(["p0", "p1"]))
+    await asyncio.sleep(0.3)  # longer than REVOKE_MARGIN: only delivery.timeout (5 s) + margin cuts it
+    assert not revoking.done(), "revocation must wait for the attempt in flight, not cancel it"
+    gate.set()
+    await asyncio.wait_for(revoking, 5)
+    assert sorted(finished) == ["p0/0", "p1/0"], "an attempt in flight was cancelled"
+    await asyncio.sleep(0.1)
+    assert gw.calls["p0/0"] == 1, "a revoked item started another attempt"
+    assert "p0/1" not in gw.calls, "a queued event of the revoked partition ran"
+    assert "p0/0" not in src.acked and src.position("p0") is None, "failed while revoked: left unsettled"
+    assert src.acked == ["p1/0"], "delivered while revoked: settled"
+    drv.stop()
+    await asyncio.wait_for(run, 5)
+
+
+async def test_revocation_cuts_a_retry_backoff_short() -> None:
+    src = FakeSource()
+
+    async def failing(eid: str, n: int) -> int:
+        return 503
+
+    drv, gw = _driver(src, failing, attempts=10_000)
+    drv.pipeline.backoff.delay = lambda n, retry_after=None: 60.0  # type: ignore[method-assign]
+    src.put(Msg("p", 0))
+    run = asyncio.create_task(drv.run(5))
+    await _until(lambda: gw.calls.get("p/0") == 1, what="the first attempt")
+    await asyncio.sleep(0.05)  # failed at once: now in its 60 s backoff
+    assert src.revoke is not None
+    started = time.monotonic()
+    await asyncio.wait_for(src.revoke(["p"]), 5)
+    assert time.monotonic() - started < 0.5, "a backoff sleep must end at once on revocation"
+    assert gw.calls["p/0"] == 1
+    assert src.acked == [] and src.position("p") is None, "left unsettled: the next owner delivers it"
+    await asyncio.sleep(0.05)
+    assert gw.calls["p/0"] == 1
     drv.stop()
     await asyncio.wait_for(run, 5)
 

@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import Hashable
 
+from triggers.halt import Halt
 from triggers.ordering import LaneScheduler
 
 
@@ -15,7 +16,7 @@ async def test_lane_order_and_parallelism() -> None:
     peak = 0
     active = 0
 
-    async def run(item: tuple[int, int]) -> None:
+    async def run(item: tuple[int, int], _halt: Halt) -> None:
         nonlocal peak, active
         lane, seq = item
         assert not busy.get(lane), "lane ran two items at once"
@@ -42,7 +43,7 @@ async def test_concurrency_bounds_running_items_not_queued_ones() -> None:
     running = 0
     peak = 0
 
-    async def run(_: int) -> None:
+    async def run(_: int, _halt: Halt) -> None:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
@@ -64,7 +65,7 @@ async def test_full_group_is_paused_alone_and_resumed_at_half() -> None:
     gate = asyncio.Event()
     events: list[tuple[str, Hashable]] = []
 
-    async def run(_: int) -> None:
+    async def run(_: int, _halt: Halt) -> None:
         await gate.wait()
 
     sched: LaneScheduler[int] = LaneScheduler(run, 4, group_limit=4, on_full=lambda g: events.append(("pause", g)),
@@ -84,7 +85,7 @@ async def test_full_group_is_paused_alone_and_resumed_at_half() -> None:
 async def test_hot_group_does_not_starve_a_quiet_one() -> None:
     done: list[str] = []
 
-    async def run(item: str) -> None:
+    async def run(item: str, _halt: Halt) -> None:
         await asyncio.sleep(0.001)
         done.append(item)
 
@@ -101,7 +102,7 @@ async def test_revoke_drops_queued_and_cancels_what_runs_too_long() -> None:
     ran: list[str] = []
     cancelled: list[str] = []
 
-    async def run(item: str) -> None:
+    async def run(item: str, _halt: Halt) -> None:
         ran.append(item)
         try:
             await asyncio.sleep(3600 if item.startswith("p0") else 0.001)
@@ -130,7 +131,7 @@ async def test_revoke_drops_queued_and_cancels_what_runs_too_long() -> None:
 async def test_a_failing_item_does_not_stall_the_lane() -> None:
     ran: list[int] = []
 
-    async def run(item: int) -> None:
+    async def run(item: int, _halt: Halt) -> None:
         if item == 0:
             raise RuntimeError("boom")
         ran.append(item)
@@ -146,7 +147,7 @@ async def test_a_failing_item_does_not_stall_the_lane() -> None:
 async def test_a_lane_seen_in_two_groups_keeps_its_accounts_straight() -> None:
     order: list[int] = []
 
-    async def run(item: int) -> None:
+    async def run(item: int, _halt: Halt) -> None:
         await asyncio.sleep(0.001)
         order.append(item)
 
