@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -105,9 +106,18 @@ async def test_two_replicas_share_triggers_and_survive_kill9_of_a_lease_holder(
         await asyncio.sleep(3)
         ids = [r.ce_id for r in fn.received if r.path == f"/{namespace}/tick"]
         doubled = [i for i, n in collections.Counter(ids).items() if n > 1]
-        assert not doubled, doubled
+        # The one tick the victim may have claimed and dispatched but not settled when it was killed is
+        # re-fired by the new leader with the same id (at least once, same id: the documented guarantee).
+        # Any other tick fired twice is a double fire.
+        in_flight_at_kill = {i for i in doubled if killed_at - 2.5 <= _scheduled(i) <= killed_at + 0.5}
+        assert len(in_flight_at_kill) <= 1 and set(doubled) == in_flight_at_kill, (doubled, killed_at)
         code = await survivor.aterminate()
         assert code == 0, survivor.log_text()[-3000:]
     finally:
         for c in ctls:
             c.close()
+
+
+def _scheduled(tick_id: str) -> float:
+    """The scheduled time of a cron tick from its id `<namespace>/<name>/<ISO time>`."""
+    return datetime.fromisoformat(tick_id.rsplit("/", 1)[1].replace("Z", "+00:00")).timestamp()
