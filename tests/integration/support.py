@@ -289,3 +289,23 @@ class RuntimeProcess:
             self.proc.wait(10)
         if hasattr(self, "_log"):
             self._log.close()
+
+
+async def group_members(bootstrap: str, group: str) -> list[list[int]]:
+    """The partitions each member of `group` holds, as the group coordinator sees them."""
+    from aiokafka.protocol.group import MemberAssignment
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [desc] = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    out: list[list[int]] = []
+    for member in desc.groups[0][5]:  # (member_id, [group_instance_id,] client_id, host, metadata, assignment)
+        if not member[-1]:  # mid-rebalance: no assignment yet
+            out.append([])
+            continue
+        assignment = MemberAssignment.decode(member[-1])
+        out.append(sorted(p for _, parts in assignment.assignment for p in parts))
+    return out

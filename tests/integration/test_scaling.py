@@ -23,7 +23,6 @@ import nats
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from nats.js.api import StreamConfig
 from prometheus_client import CollectorRegistry
 
@@ -31,7 +30,7 @@ from eventbus import externalscaler_pb2 as pb
 from eventbus import externalscaler_pb2_grpc as pb_grpc
 from eventbus.runtime import Runtime, RuntimeConfig
 from schemas.loader import parse_triggers
-from tests.integration.support import REPO, FunctionServer, create_topic, produce
+from tests.integration.support import REPO, FunctionServer, create_topic, group_members, produce
 from triggers.kafka_trigger import KafkaTrigger
 from triggers.metrics import Metrics
 from triggers.scaling import ROW_KEYS
@@ -216,7 +215,7 @@ async def _assigned(a: Rt, b: Rt, key: str, bootstrap: str) -> None:
     group = _kafka(a, key).adapter.group_id
     members: list[list[int]] = []
     for _ in range(50):
-        members = await _group_members(bootstrap, group)
+        members = await group_members(bootstrap, group)
         if sorted(m for m in members if m) == [[0], [1]]:  # a member holding nothing is not a share
             return
         await asyncio.sleep(0.1)
@@ -227,26 +226,6 @@ def _kafka(rt: Rt, key: str) -> KafkaTrigger:
     controller = rt.runtime._running[key].controller
     assert isinstance(controller, KafkaTrigger), controller
     return controller
-
-
-async def _group_members(bootstrap: str, group: str) -> list[list[int]]:
-    """The partitions each member of `group` holds, as the group coordinator sees them."""
-    from aiokafka.protocol.group import MemberAssignment
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [desc] = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    out: list[list[int]] = []
-    for member in desc.groups[0][5]:  # (member_id, [group_instance_id,] client_id, host, metadata, assignment)
-        if not member[-1]:  # mid-rebalance: no assignment yet
-            out.append([])
-            continue
-        assignment = MemberAssignment.decode(member[-1])
-        out.append(sorted(p for _, parts in assignment.assignment for p in parts))
-    return out
 
 
 # --- JetStream ---------------------------------------------------------------------------------------------

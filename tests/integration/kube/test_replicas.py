@@ -10,14 +10,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from connectors.kube import KubeClient
 from connectors.kube_lease import lease_name
 from eventbus.kube_controller import STATUS_LEASE, STATUS_LEASE_SECONDS_ENV
 from tests.integration.kube.support import ControllerProcess, create_trigger, patch_trigger, wait_status
 from tests.integration.kube.test_controller import cron, kafka
-from tests.integration.support import FunctionServer, create_topic
+from tests.integration.support import FunctionServer, create_topic, group_members
 
 pytestmark = pytest.mark.integration
 
@@ -26,26 +25,6 @@ async def lease_holder_pid(kube: KubeClient, namespace: str, name: str) -> int |
     lease = await kube.get_lease(namespace, name)
     holder = ((lease or {}).get("spec") or {}).get("holderIdentity")
     return int(holder.split("/")[1]) if holder else None
-
-
-async def group_members(bootstrap: str, group: str) -> list[list[int]]:
-    """The partitions of each member of `group`."""
-    from aiokafka.protocol.group import MemberAssignment
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [desc] = await admin.describe_consumer_groups([group])
-    finally:
-        await admin.close()
-    out = []
-    for member in desc.groups[0][5]:  # (member_id, [group_instance_id,] client_id, host, metadata, assignment)
-        if not member[-1]:  # mid-rebalance: no assignment yet
-            out.append([])
-            continue
-        assignment = MemberAssignment.decode(member[-1])
-        out.append(sorted(p for _, parts in assignment.assignment for p in parts))
-    return out
 
 
 async def test_two_replicas_share_triggers_and_survive_kill9_of_a_lease_holder(
