@@ -85,6 +85,8 @@ class KafkaAdapter:
         self._batch_generation = 0
         self._last_records = 0.0
         self._revoke: Revoke | None = None
+        self._paused: set[TopicPartition] = set()
+        self._resumed: asyncio.Event | None = None
         self.lag = 0
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -92,6 +94,7 @@ class KafkaAdapter:
     async def open(self, revoke: Revoke) -> None:
         # A reopen after a failure starts clean: the new consumer re-reads from the committed offsets.
         self.offsets.clear()
+        self._paused.clear()
         self._generation += 1
         self._revoke = revoke
         consumer = make_consumer(
@@ -150,12 +153,21 @@ class KafkaAdapter:
     async def fetch(self, limit: int) -> Sequence[Record]:
         consumer = self._consumer
         assert consumer is not None
-        batch = await consumer.getmany(timeout_ms=1000, max_records=limit)
+        paused = self._paused
+        if not paused:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=limit)
+        else:
+            # Only the partitions with room: a paused partition's records already fetched stay in the
+            # consumer's buffer (asking for them while it is paused would make aiokafka drop the buffer and
+            # fetch it again after `resume`), and the consumer fetches no more of it.
+            active = [tp for tp in consumer.assignment() if tp not in paused]
+            batch = await self._getmany_until_resumed(consumer, active, limit)
         # aiokafka hands out records only while no reassignment is in progress; from here on, a
         # revocation before the driver submits them makes them stale (see `current`)
         self._batch_generation = self._generation
-        if batch:
-            self._last_records = time.monotonic()
+        if not batch:
+            return ()
+        self._last_records = time.monotonic()
         out: list[Record] = []
         offsets = self.offsets
         for tp, records in batch.items():
@@ -168,6 +180,30 @@ class KafkaAdapter:
                 tracker.add(record.offset)
             out.extend(records)
         return out
+
+    async def _getmany_until_resumed(self, consumer: AIOKafkaConsumer, active: list[TopicPartition],
+                                     limit: int) -> dict[TopicPartition, list[Record]]:
+        """`getmany` over `active` partitions (waiting at most a second), cut short when a paused partition
+        resumes: its buffered records are then due at once. Cancelling a waiting `getmany` takes no record."""
+        resumed = self._resumed = asyncio.Event()
+        waiter = asyncio.ensure_future(resumed.wait())
+        if not active:  # every partition paused: wait for room
+            try:
+                await asyncio.wait({waiter}, timeout=1.0)
+            finally:
+                waiter.cancel()
+            return {}
+        getter = asyncio.ensure_future(consumer.getmany(*active, timeout_ms=1000, max_records=limit))
+        try:
+            await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            if not getter.done():
+                getter.cancel()
+                await asyncio.gather(getter, return_exceptions=True)
+        if getter.cancelled():
+            return {}
+        return getter.result()
 
     def current(self) -> bool:
         return self._batch_generation == self._generation
@@ -220,14 +256,24 @@ class KafkaAdapter:
         raise NotImplementedError("Kafka retries in-process")
 
     def pause(self, group: Hashable) -> None:
+        """Stop fetching the partition (aiokafka `pause`) and stop taking its buffered records (`fetch`)."""
         consumer = self._consumer
         if consumer is not None and isinstance(group, TopicPartition) and group in consumer.assignment():
             consumer.pause(group)
+            self._paused.add(group)
 
     def resume(self, group: Hashable) -> None:
         consumer = self._consumer
-        if consumer is not None and isinstance(group, TopicPartition) and group in consumer.assignment():
-            consumer.resume(group)
+        if isinstance(group, TopicPartition) and group in self._paused:
+            self._paused.discard(group)
+            if consumer is not None and group in consumer.assignment():
+                consumer.resume(group)
+            if self._resumed is not None:
+                self._resumed.set()  # a fetch waiting on the other partitions returns now
+
+    def paused(self) -> frozenset[TopicPartition]:
+        """The partitions paused for flow control right now."""
+        return frozenset(self._paused)
 
     # --- committing ---------------------------------------------------------------------------
 
@@ -333,6 +379,7 @@ class KafkaAdapter:
             log.error("commit on revocation failed", extra={"trigger": self.trigger_key, "error": repr(exc)})
         for tp in revoked:
             self.offsets.pop(tp, None)
+            self._paused.discard(tp)  # a partition assigned again starts unpaused (aiokafka's state is new)
         log.info("partitions revoked", extra={"trigger": self.trigger_key,
                                               "partitions": [f"{tp.topic}/{tp.partition}" for tp in revoked]})
 

@@ -7,9 +7,11 @@ import json
 import time
 
 from aiohttp import web
+from aiokafka import TopicPartition
 
 from tests.integration.support import FunctionServer, create_topic, produce, trigger_yaml
 from tests.integration.support import RuntimeHarness as Harness
+from triggers.kafka_trigger import KafkaTrigger
 
 HOT = 1500
 QUIET_PER_PARTITION = 5
@@ -49,5 +51,48 @@ async def test_one_hot_partition_does_not_delay_seven_quiet_ones(kafka_bootstrap
         assert hot_done < HOT, "the hot backlog should still be draining (else the test proves nothing)"
         worst = max(quiet_latency)
         assert worst < 1.5, f"a quiet partition's event waited {worst:.2f}s behind the hot partition"
+    finally:
+        await harness.runtime.stop()
+
+
+async def test_a_full_partition_is_paused_at_the_consumer_and_resumes_without_loss(
+        kafka_bootstrap: str, fn: FunctionServer, unique_name: str) -> None:
+    """Its queue stays bounded while it is paused, the consumer itself reports it paused, and after every
+    pause and resume each record arrives exactly once and in order (no buffered record skipped or repeated)."""
+    topic = unique_name
+    await create_topic(kafka_bootstrap, topic, partitions=2)
+    total = 2000
+    seen: list[int] = []
+
+    async def behaviour(request: web.Request, body: bytes, n: int) -> web.StreamResponse:
+        await asyncio.sleep(0.001)
+        seen.append(json.loads(body)["i"])
+        return web.Response(status=204)
+
+    fn.behaviour = behaviour
+    await produce(kafka_bootstrap, topic, [(None, json.dumps({"i": i}).encode(), []) for i in range(total)],
+                  partition=0)
+    harness = Harness(fn, kafka=kafka_bootstrap)
+    try:
+        await harness.start(trigger_yaml("paused", topic, ordering="partition", concurrency=4))
+        controller = harness.runtime._running["test/paused"].controller
+        assert isinstance(controller, KafkaTrigger), controller
+        tp = TopicPartition(topic, 0)
+        paused_at_consumer = False
+        most_queued = 0
+        deadline = time.monotonic() + 60
+        while len(seen) < total and time.monotonic() < deadline:
+            sched = controller._sched
+            if sched is not None:
+                most_queued = max(most_queued, sched.queued(tp))
+            consumer = controller.adapter._consumer
+            if consumer is not None and tp in consumer.paused():
+                paused_at_consumer = True
+                assert tp in controller.adapter.paused()
+            await asyncio.sleep(0.005)
+        assert seen == list(range(total)), "every record once and in order across pauses"
+        assert paused_at_consumer, "the backlog never paused its partition at the consumer"
+        bound = controller.group_limit + min(500, controller.group_limit)
+        assert most_queued <= bound, f"{most_queued} queued for one partition (bound {bound})"
     finally:
         await harness.runtime.stop()
