@@ -203,7 +203,8 @@ class KafkaAdapter:
                 await asyncio.gather(getter, return_exceptions=True)
         if getter.cancelled():
             return {}
-        return getter.result()
+        got: dict[TopicPartition, list[Record]] = getter.result()
+        return got
 
     def current(self) -> bool:
         return self._batch_generation == self._generation
