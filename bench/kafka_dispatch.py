@@ -45,7 +45,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.structs import OffsetAndMetadata  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from connectors.gateway import _EMPTY as _E, GatewayClient, Response  # noqa: E402
+from connectors.gateway import GatewayClient, Response  # noqa: E402
 from eventbus.runtime import Runtime, RuntimeConfig  # noqa: E402
 from schemas.loader import parse_triggers  # noqa: E402
 from triggers.metrics import Metrics  # noqa: E402
@@ -164,10 +164,6 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def sys_seconds() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
-
-
 class Window:
     """Throughput and CPU from the first event to the last (start-up and group join are not measured)."""
 
@@ -175,21 +171,18 @@ class Window:
         self.events = events
         self.t0 = 0.0
         self.cpu0 = 0.0
-        self.sys0 = 0.0
         self.lat: list[float] = []
 
     def start(self) -> None:
         if not self.t0:
             self.t0 = time.perf_counter()
             self.cpu0 = cpu_seconds()
-            self.sys0 = sys_seconds()
 
     def result(self) -> dict[str, float]:
         elapsed = time.perf_counter() - self.t0
         cpu = cpu_seconds() - self.cpu0
         return {"eps": self.events / elapsed, "p50": pct(self.lat, 0.5) * 1000, "p99": pct(self.lat, 0.99) * 1000,
                 "cpu_ms_per_1k": cpu * 1000 / (self.events / 1000),
-                "sys_ms_per_1k": (sys_seconds() - self.sys0) * 1000 / (self.events / 1000),
                 "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -211,11 +204,8 @@ async def raw_ceiling(bs: str, topic: str, url: str, events: int, concurrency: i
             nonlocal done
             try:
                 t0 = time.perf_counter()
-                if os.environ.get("NOHTTP"):
-                    await asyncio.sleep(0)
-                else:
-                    async with session.post(url, data=value, headers=headers) as r:
-                        await r.read()
+                async with session.post(url, data=value, headers=headers) as r:
+                    await r.read()
                 w.lat.append(time.perf_counter() - t0)
             finally:
                 sem.release()
@@ -317,7 +307,7 @@ class TimedGateway(GatewayClient):
     async def post(self, url: str, headers: Any, body: bytes, *, timeout: float) -> Response:
         self.window.start()
         t0 = time.perf_counter()
-        r = (Response(204, _E, b"") if os.environ.get("NOHTTP") else await super().post(url, headers, body, timeout=timeout))
+        r = await super().post(url, headers, body, timeout=timeout)
         self.window.lat.append(time.perf_counter() - t0)
         self.done += 1
         if self.done >= self.window.events:
@@ -343,9 +333,6 @@ spec:
     timed = TimedGateway(config.gateway, w)
     rt.gateway = timed
     await rt.start(parse_triggers(spec, "bench.yaml"))
-    import gc
-    if os.environ.get("GCX") == "off": gc.disable()
-    if os.environ.get("GCX") == "freeze": gc.freeze()
     await timed.finished.wait()
     result = w.result()
     await rt.stop()
@@ -363,11 +350,6 @@ async def child(args: argparse.Namespace) -> None:
         source = f"{{kafka: {{topics: [{args.topic}], ordering: {args.child}, initialOffset: earliest}}}}"
         r = await measure_eventbus(RuntimeConfig(gateway=args.gateway, kafka=args.bootstrap, grace=5), source,
                                    args.events, args.concurrency)
-    import gc
-    st = gc.get_stats()
-    r["gc_collected"] = sum(x["collected"] for x in st)
-    r["gc_collections"] = sum(x["collections"] for x in st)
-    r["gc2"] = st[2]["collections"]
     print(json.dumps(r), flush=True)
 
 

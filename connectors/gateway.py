@@ -28,9 +28,10 @@ DEFAULT_URL_TEMPLATE = "{gateway}/{namespace}/{name}"
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
-    """What one dispatch attempt came back with. `status` 0 means no HTTP answer (see `error`)."""
+    """What one dispatch attempt came back with. `status` 0 means no HTTP answer (see `error`).
+    Not frozen: one is built per dispatch, and a frozen dataclass costs ~1.3 µs more to build."""
 
     status: int
     headers: CIMultiDictProxy[str]

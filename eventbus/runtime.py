@@ -382,7 +382,7 @@ class Runtime:
 
     def in_flight(self) -> int:
         """Events dispatched but not settled, over every trigger (the timer loop's included; any thread)."""
-        return int(sum(sample.value for metric in self.metrics.in_flight.collect() for sample in metric.samples))
+        return self.metrics.in_flight()
 
     async def stop(self) -> None:
         """Stop fetching everywhere, let in-flight events finish within the grace period, commit, close.

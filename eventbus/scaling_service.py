@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -91,8 +91,7 @@ class _RuntimeEnv:
             value = getattr(controller, "in_flight" if own_topic else "lag", None)
             if isinstance(value, int):
                 return value
-        gauge: Any = self.service.rt.metrics.in_flight.labels(trigger.key)
-        return max(0, int(gauge._value.get()))
+        return max(0, self.service.rt.metrics.in_flight(trigger.key))
 
 
 class ScalingService:

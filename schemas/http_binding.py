@@ -109,16 +109,26 @@ def from_http_response(headers: Mapping[str, str], body: bytes) -> CloudEvent | 
     return _structured(content_type, body)
 
 
+_CE_HEADER: dict[str, str] = {}
+"""Attribute name -> its `ce-` header name (built once per name: this runs for every dispatch)."""
+
+
 def to_binary(ev: CloudEvent) -> tuple[dict[str, str], bytes]:
     """Binary mode: `ce-<name>` headers (percent-encoded canonical strings), Content-Type from
     datacontenttype (`application/json` when the data is JSON from a JSON-format event without one,
     per JSON format L197-205), the data bytes as body (empty when there is no data)."""
     headers: dict[str, str] = {}
+    names = _CE_HEADER
     for name, value in ev.attributes.items():
         if name == "datacontenttype":
             headers["Content-Type"] = str(value)
         else:
-            headers["ce-" + name] = encode_header_value(canonical_string(value))
+            header = names.get(name)
+            if header is None:
+                header = "ce-" + name
+                if len(names) < 4096:
+                    names[name] = header
+            headers[header] = encode_header_value(value if type(value) is str else canonical_string(value))
     if ev.json_data and "Content-Type" not in headers:
         headers["Content-Type"] = "application/json"
     return headers, ev.data if ev.data is not None else b""

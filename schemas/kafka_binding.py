@@ -44,16 +44,6 @@ def _utf8(value: bytes | None, header: str) -> str:
         ) from exc
 
 
-def _content_type(headers: KafkaHeaders) -> str | None:
-    found: str | None = None
-    for key, value in headers:
-        if key.lower() == "content-type" and value is not None:
-            if found is not None:
-                raise InvalidCloudEvent("header appears more than once", key, location="header")
-            found = _utf8(value, key)
-    return found
-
-
 def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
     """Decode a Kafka record that is a CloudEvent; None for a raw record (neither binary nor structured).
 
@@ -61,8 +51,15 @@ def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
     +json` is decoded, other formats (and batches, which Kafka does not define) raise UnsupportedFormat.
     Invalid CloudEvents raise InvalidCloudEvent.
     """
-    headers = headers or ()
-    content_type = _content_type(headers)
+    content_type: str | None = None
+    ce: list[tuple[str, bytes | None]] = []
+    for key, raw in headers or ():  # one pass: the CloudEvents headers, and the content-type (any case)
+        if key.startswith("ce_"):
+            ce.append((key, raw))
+        elif raw is not None and key.lower() == "content-type":
+            if content_type is not None:
+                raise InvalidCloudEvent("header appears more than once", key, location="header")
+            content_type = _utf8(raw, key)
     if content_type is not None and content_type.lstrip().lower().startswith("application/cloudevents"):
         media_type = content_type.partition(";")[0].strip().lower()
         if media_type == BATCH_MEDIA_TYPE:
@@ -73,12 +70,16 @@ def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
             raise InvalidCloudEvent("structured-mode record has no value")
         return decode_structured(value)
     attrs: dict[str, AttributeValue] = {}
-    for key, raw in headers:
-        if key.startswith("ce_"):
-            name = key[3:]
-            if name in attrs:
-                raise InvalidCloudEvent("header appears more than once", key, location="header")
-            attrs[name] = _utf8(raw, key)
+    for key, raw in ce:
+        name = key[3:]
+        if name in attrs:
+            raise InvalidCloudEvent("header appears more than once", key, location="header")
+        if raw is None:
+            raise InvalidCloudEvent("header has a null value", key, location="header")
+        try:
+            attrs[name] = raw.decode()
+        except UnicodeDecodeError:
+            _utf8(raw, key)  # raises, naming the header and the byte
     if "specversion" not in attrs:
         return None
     if content_type is not None:

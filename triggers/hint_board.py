@@ -290,6 +290,9 @@ class HintBoard:
         loop = self._loop
         if loop is None:
             return
+        st = self._states.get(key)
+        if st is not None and st.wake_pending:
+            return  # a read is already due (the common case under load: checked first, from any thread)
         if threading.get_ident() != self._thread:
             loop.call_soon_threadsafe(self.wake, key)
             return
