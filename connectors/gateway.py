@@ -194,6 +194,20 @@ def _refusal(exc: BaseException) -> UrlRefused | None:
     return None
 
 
+async def _read_rest(content: aiohttp.StreamReader, first: bytes) -> bytes:
+    """The rest of a body that came in several chunks, up to MAX_RESPONSE_BYTES in all (a longer one is
+    cut there: the event is delivered either way, and a reply is never bigger than that)."""
+    parts = [first]
+    size = len(first)
+    while size < MAX_RESPONSE_BYTES:
+        chunk = await content.read(MAX_RESPONSE_BYTES - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
 class GatewayClient:
     """One pooled aiohttp session shared by every trigger of a runtime."""
 
@@ -244,7 +258,10 @@ class GatewayClient:
             async with self._session.post(
                 url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
             ) as resp:
-                data = await resp.content.read(MAX_RESPONSE_BYTES)
+                content = resp.content
+                data = await content.read(MAX_RESPONSE_BYTES)  # the whole body, when it came in one chunk
+                if data and not content.at_eof():
+                    data = await _read_rest(content, data)
                 return Response(resp.status, resp.headers, data)
         except TimeoutError:
             return Response(0, _EMPTY, b"", f"timed out after {timeout:g}s")
@@ -262,8 +279,10 @@ class GatewayClient:
     def _check_literal(self, url: str) -> UrlRefused | None:
         """aiohttp does not resolve an IP-literal host, so the guard checks those here (cached per URL:
         a runtime dispatches to a handful of URLs)."""
-        if url in self._literal:
+        try:
             return self._literal[url]
+        except KeyError:
+            pass  # first dispatch to this URL
         host = URL(url).host or ""
         found: UrlRefused | None = None
         try:

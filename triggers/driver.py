@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic
 
 from schemas.cloudevent import CloudEvent
@@ -64,6 +64,7 @@ class SourceDriver(Generic[M]):
         self._stopping = asyncio.Event()
         self._sched: LaneScheduler[_Item[M]] | None = None
         self._healthy = True
+        self._ack_now: Callable[[M], None] | None = getattr(source, "ack_now", None)
 
     @property
     def lag(self) -> int:
@@ -261,7 +262,10 @@ class SourceDriver(Generic[M]):
                 return  # revoked: the next owner handles it
             await self._settle_internal(msg, event, exc)
         if nak is None:
-            await src.ack(msg)
+            if self._ack_now is not None:
+                self._ack_now(msg)
+            else:
+                await src.ack(msg)
         else:
             await src.nak(msg, nak)
 

@@ -249,6 +249,10 @@ class KafkaAdapter:
         return 1
 
     async def ack(self, msg: Record) -> None:
+        self.ack_now(msg)
+
+    def ack_now(self, msg: Record) -> None:
+        """`ack` without a coroutine (the driver calls it on the hot path): marking an offset is no I/O."""
         tracker = self.offsets.get(TopicPartition(msg.topic, msg.partition))
         if tracker is not None:
             tracker.settle(msg.offset)

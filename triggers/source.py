@@ -78,7 +78,8 @@ class Source(Protocol[M]):
         """Which delivery this is (1 = first); always 1 for sources that do not redeliver."""
 
     async def ack(self, msg: M) -> None:
-        """The message's fate is settled: ack it, or mark its offset committable."""
+        """The message's fate is settled: ack it, or mark its offset committable. An adapter whose ack is no
+        I/O may also offer `ack_now(msg)`, a plain function the driver then calls instead."""
 
     async def nak(self, msg: M, delay: float) -> None:
         """Ask for a redelivery after `delay` seconds (only called when `redelivers`)."""
