@@ -161,12 +161,12 @@ class Pipeline:
         in_flight = m.in_flight
         in_flight.value += 1
         try:
+            headers, body = self._encode(event)  # once: every attempt sends the same request
             n = 0
             while True:
                 n += 1
                 if halt is not None:
                     halt.check()
-                headers, body = self._encode(event)
                 started = perf_counter()
                 resp = await self.gateway.post(self.url, headers, body, timeout=self.timeout)
                 m.latency.observe(perf_counter() - started)
