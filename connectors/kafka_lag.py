@@ -28,6 +28,8 @@ METADATA_TTL = 10.0
 """How long a topic's partition count is trusted (partitions may be added)."""
 HEAD_FETCH_TIMEOUT = 1.0
 """The longest a read waits for the first waiting record of lagging partitions (for the backlog age)."""
+MAX_HELD_PARTITIONS = 4096
+"""Partitions the head-fetching consumer keeps assigned (paused) between reads before it starts afresh."""
 
 
 class KafkaLagError(RuntimeError):
@@ -201,10 +203,19 @@ class KafkaLagReader:
         return {k: self._heads[k] for k in heads if k in self._heads}
 
     async def _fetch_heads(self, heads: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The timestamp of the record at each offset. The partitions stay assigned (paused) between reads:
+        every change of a consumer's assignment costs a metadata refresh, and an empty one refreshes the
+        metadata of every topic in the cluster (measured: a quarter of the lag reader's CPU under load)."""
         consumer = self._consumer
-        consumer.assign(list(heads))
+        wanted = set(heads)
+        held = consumer.assignment()
+        if not wanted <= held:
+            keep = held | wanted if len(held) < MAX_HELD_PARTITIONS else wanted
+            consumer.assign(sorted(keep))
+            consumer.pause(*(keep - wanted))
         for tp, off in heads.items():
             consumer.seek(tp, off)
+        consumer.resume(*wanted)
         got: dict[TopicPartition, int] = {}
         deadline = time.monotonic() + HEAD_FETCH_TIMEOUT
         try:
@@ -219,7 +230,7 @@ class KafkaLagReader:
                     if records and tp not in got:
                         got[tp] = int(records[0].timestamp)
         finally:
-            consumer.assign([])
+            consumer.pause(*wanted)  # no fetching between reads; the next read seeks again
         return got
 
 

@@ -1,0 +1,57 @@
+"""The Kafka lag reader against a real broker: the backlog age follows the committed offset, read after read."""
+
+from __future__ import annotations
+
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from connectors.kafka_lag import GroupQuery, KafkaLagReader
+from tests.integration.support import create_topic
+
+BASE_MS = int(time.time() * 1000) - 3_600_000  # an hour ago, one second apart per offset
+
+
+async def _commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await c.start()
+    try:
+        c.assign(list(offsets))
+        await c.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+    finally:
+        await c.stop()
+
+
+async def test_backlog_age_follows_the_committed_offset_across_reads(kafka_bootstrap: str,
+                                                                     unique_name: str) -> None:
+    topic = unique_name
+    await create_topic(kafka_bootstrap, topic, partitions=2)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for p in (0, 1):
+            for i in range(20):
+                # partition 1 is 100 s younger than partition 0 at the same offset
+                await producer.send_and_wait(topic, b"x", partition=p, timestamp_ms=BASE_MS + i * 1000 + p * 100_000)
+    finally:
+        await producer.stop()
+    group = f"{unique_name}-g"
+    query = GroupQuery(group, (topic,))
+    reader = KafkaLagReader(kafka_bootstrap)
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    try:
+        lag = (await reader.read([query]))[query]
+        assert (lag.lag, lag.oldest_ms) == (40, BASE_MS), "nothing committed: from the log start"
+        for moved in (3, 7, 15):
+            await _commit(kafka_bootstrap, group, {tp0: moved, tp1: 2})
+            lag = (await reader.read([query]))[query]
+            assert lag.lag == (20 - moved) + 18
+            assert lag.oldest_ms == BASE_MS + moved * 1000, f"head of partition 0 at offset {moved}"
+        await _commit(kafka_bootstrap, group, {tp0: 20, tp1: 5})
+        lag = (await reader.read([query]))[query]
+        assert (lag.lag, lag.oldest_ms) == (15, BASE_MS + 5_000 + 100_000), "only partition 1 waits"
+        assert reader._consumer.assignment() >= {tp0, tp1}
+        assert reader._consumer.paused() >= {tp0, tp1}, "held partitions are paused between reads"
+    finally:
+        await reader.close()
