@@ -123,10 +123,6 @@ TIMER_KINDS = frozenset({"cron"})
 """Source kinds whose triggers run on the timer loop: their timing must not depend on dispatch load."""
 
 
-GC_GEN0_THRESHOLD = 10_000
-"""Allocations between young-generation collections in a running runtime (CPython's default is 700)."""
-
-
 @dataclass
 class _Running:
     trigger: Trigger
@@ -383,13 +379,6 @@ class Runtime:
         # of the collector's reach. A full collection otherwise walks it all while holding the GIL, which
         # was measured at 50-65 ms here: a stall of every loop, the cron timer loop included.
         gc.freeze()
-        # A young-generation collection every 700 allocations walked the in-flight requests' objects
-        # thousands of times a second: 1.1 s of CPU per 100,000 dispatched events (bench/kafka_dispatch.py).
-        # At 10,000, reference counting has freed most of them first: 20 ms (and RSS stays as it was; at
-        # 20,000 it grew by 30 MB).
-        gen0, gen1, gen2 = gc.get_threshold()
-        if 0 < gen0 < GC_GEN0_THRESHOLD:
-            gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
     def in_flight(self) -> int:
         """Events dispatched but not settled, over every trigger (the timer loop's included; any thread)."""
