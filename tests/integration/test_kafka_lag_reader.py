@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -38,7 +39,7 @@ async def test_backlog_age_follows_the_committed_offset_across_reads(kafka_boots
         await producer.stop()
     group = f"{unique_name}-g"
     query = GroupQuery(group, (topic,))
-    reader = KafkaLagReader(kafka_bootstrap)
+    reader = KafkaLagReader(kafka_bootstrap, head_refresh=0.0)  # every read fetches the moved heads
     tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
     try:
         lag = (await reader.read([query]))[query]
@@ -53,5 +54,37 @@ async def test_backlog_age_follows_the_committed_offset_across_reads(kafka_boots
         assert (lag.lag, lag.oldest_ms) == (15, BASE_MS + 5_000 + 100_000), "only partition 1 waits"
         assert reader._consumer.assignment() >= {tp0, tp1}
         assert reader._consumer.paused() >= {tp0, tp1}, "held partitions are paused between reads"
+    finally:
+        await reader.close()
+
+
+async def test_a_moving_head_is_fetched_again_at_most_every_head_refresh(kafka_bootstrap: str,
+                                                                         unique_name: str) -> None:
+    """Between fetches the last head stands in: the age is too old by at most that much, never too young."""
+    topic = unique_name
+    await create_topic(kafka_bootstrap, topic, partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(20):
+            await producer.send_and_wait(topic, b"x", partition=0, timestamp_ms=BASE_MS + i * 1000)
+    finally:
+        await producer.stop()
+    group = f"{unique_name}-g"
+    query = GroupQuery(group, (topic,))
+    tp = TopicPartition(topic, 0)
+    reader = KafkaLagReader(kafka_bootstrap, head_refresh=1.5)
+    try:
+        await _commit(kafka_bootstrap, group, {tp: 2})
+        assert (await reader.read([query]))[query].oldest_ms == BASE_MS + 2000
+        fetches = reader.head_fetches
+        await _commit(kafka_bootstrap, group, {tp: 6})
+        lag = (await reader.read([query]))[query]
+        assert (lag.lag, lag.oldest_ms) == (14, BASE_MS + 2000), "within the refresh: the last head stands in"
+        assert reader.head_fetches == fetches, "no head fetch within the refresh"
+        await asyncio.sleep(1.6)
+        lag = (await reader.read([query]))[query]
+        assert lag.oldest_ms == BASE_MS + 6000, "after the refresh: the real head"
+        assert reader.head_fetches == fetches + 1
     finally:
         await reader.close()
