@@ -194,11 +194,11 @@ class KafkaLagReader:
     async def _head_timestamps(self, heads: set[tuple[TopicPartition, int]]) -> dict[tuple[TopicPartition, int], int]:
         """Timestamps of the records at `heads` ((partition, offset) pairs): cached, the rest fetched (one
         round per distinct offset of a partition: usually one round)."""
-        missing = sorted(k for k in heads if k not in self._heads)
         now = time.monotonic()
-        fresh = [k for k in missing if self._recent_head(k, now)]
-        if fresh:
-            missing = [k for k in missing if k not in set(fresh)]
+        fresh: list[tuple[TopicPartition, int]] = []
+        missing: list[tuple[TopicPartition, int]] = []
+        for k in sorted(k for k in heads if k not in self._heads):
+            (fresh if self._recent_head(k, now) else missing).append(k)
         while missing:
             round_: dict[TopicPartition, int] = {}
             for tp, off in missing:

@@ -74,12 +74,7 @@ def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
         name = key[3:]
         if name in attrs:
             raise InvalidCloudEvent("header appears more than once", key, location="header")
-        if raw is None:
-            raise InvalidCloudEvent("header has a null value", key, location="header")
-        try:
-            attrs[name] = raw.decode()
-        except UnicodeDecodeError:
-            _utf8(raw, key)  # raises, naming the header and the byte
+        attrs[name] = _utf8(raw, key)
     if "specversion" not in attrs:
         return None
     if content_type is not None:

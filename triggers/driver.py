@@ -252,7 +252,7 @@ class SourceDriver(Generic[M]):
             if event is not None and not src.redelivers:
                 await self.pipeline.deliver(event, src.key(msg), halt=halt)  # the hot path, one frame less
             else:
-                nak = await self._settle(msg, event, error, halt)
+                nak = await self._settle(msg, event, error)
         except asyncio.CancelledError:
             raise
         except Halted:
@@ -269,7 +269,9 @@ class SourceDriver(Generic[M]):
         else:
             await src.nak(msg, nak)
 
-    async def _settle(self, msg: M, event: CloudEvent | None, error: str | None, halt: Halt) -> float | None:
+    async def _settle(self, msg: M, event: CloudEvent | None, error: str | None) -> float | None:
+        """The paths `_handle` does not take inline: undecodable input, and one delivery of a message the
+        broker redelivers (returns the delay of the `nak`, or None once settled)."""
         src = self.source
         p = self.pipeline
         if event is None:
@@ -277,10 +279,7 @@ class SourceDriver(Generic[M]):
             await p.settle_undecodable(id=raw.id, source=raw.source, raw=raw.data, content_type=raw.content_type,
                                        reason=error or "undecodable", key=raw.key)
             return None
-        if src.redelivers:
-            return await p.settle_once(event, src.attempt(msg))
-        await p.settle(event, src.key(msg), halt=halt)
-        return None
+        return await p.settle_once(event, src.attempt(msg))
 
     async def _settle_internal(self, msg: M, event: CloudEvent | None, exc: Exception) -> None:
         """Dead-letter a message whose handling raised; if even that raises, retry with backoff (the lane

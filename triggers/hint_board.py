@@ -296,8 +296,7 @@ class HintBoard:
         if threading.get_ident() != self._thread:
             loop.call_soon_threadsafe(self.wake, key)
             return
-        st = self._states.get(key)
-        if st is None or st.wake_pending:
+        if st is None:
             return
         st.wake_pending = True
         if isinstance(st.watcher, InFlightWatcher) and st.watcher.inner is None:

@@ -10,6 +10,7 @@ committed and the partitions are released; the consumer's rebalance timeout allo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Hashable, Sequence
@@ -186,13 +187,12 @@ class KafkaAdapter:
         """`getmany` over `active` partitions (waiting at most a second), cut short when a paused partition
         resumes: its buffered records are then due at once. Cancelling a waiting `getmany` takes no record."""
         resumed = self._resumed = asyncio.Event()
-        waiter = asyncio.ensure_future(resumed.wait())
         if not active:  # every partition paused: wait for room
-            try:
-                await asyncio.wait({waiter}, timeout=1.0)
-            finally:
-                waiter.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await resumed.wait()
             return {}
+        waiter = asyncio.ensure_future(resumed.wait())
         getter = asyncio.ensure_future(consumer.getmany(*active, timeout_ms=1000, max_records=limit))
         try:
             await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)

@@ -45,10 +45,6 @@ class Durations:
         self.sum += seconds
         self.counts[bisect_left(self.buckets, seconds)] += 1
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
 
 class _Received(Count):
     """The received count of one trigger that also wakes its lag watcher, so a scaling hint reacts to the

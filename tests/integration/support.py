@@ -141,6 +141,14 @@ class RuntimeHarness:
         assert self.metric(name, trigger) == want, f"{name}{{trigger={trigger}}}"
 
 
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a free loopback port; returns its runner (`await runner.cleanup()`) and base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
 # --- Kafka helpers ------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ import nats
 import pytest
 from aiohttp import web
 
-from tests.integration.support import REPO
+from tests.integration.support import REPO, serve
 
 pytestmark = pytest.mark.integration
 
@@ -166,13 +166,9 @@ async def test_publish_http_carries_the_key_as_partitionkey() -> None:
 
     app = web.Application()
     app.router.add_post("/topics/{name}", topics)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, url = await serve(app)
     try:
-        done = await asyncio.to_thread(publish, "--http", f"http://127.0.0.1:{port}", "--topic", "orders",
+        done = await asyncio.to_thread(publish, "--http", url, "--topic", "orders",
                                        "--key", "cust-7")
         assert done.returncode == 0, done.stderr
         assert got[0]["topic"] == "orders" and got[0]["ce-partitionkey"] == "cust-7"

@@ -24,19 +24,23 @@ async def _commit(bootstrap: str, group: str, offsets: dict[TopicPartition, int]
         await c.stop()
 
 
-async def test_backlog_age_follows_the_committed_offset_across_reads(kafka_bootstrap: str,
-                                                                     unique_name: str) -> None:
-    topic = unique_name
-    await create_topic(kafka_bootstrap, topic, partitions=2)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+async def _stamped_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """`topic` with 20 records per partition stamped BASE_MS + 1 s per offset (+ 100 s per partition number)."""
+    await create_topic(bootstrap, topic, partitions=partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        for p in (0, 1):
+        for p in range(partitions):
             for i in range(20):
-                # partition 1 is 100 s younger than partition 0 at the same offset
                 await producer.send_and_wait(topic, b"x", partition=p, timestamp_ms=BASE_MS + i * 1000 + p * 100_000)
     finally:
         await producer.stop()
+
+
+async def test_backlog_age_follows_the_committed_offset_across_reads(kafka_bootstrap: str,
+                                                                     unique_name: str) -> None:
+    topic = unique_name
+    await _stamped_topic(kafka_bootstrap, topic, 2)  # partition 1 is 100 s younger at the same offset
     group = f"{unique_name}-g"
     query = GroupQuery(group, (topic,))
     reader = KafkaLagReader(kafka_bootstrap, head_refresh=0.0)  # every read fetches the moved heads
@@ -62,14 +66,7 @@ async def test_a_moving_head_is_fetched_again_at_most_every_head_refresh(kafka_b
                                                                          unique_name: str) -> None:
     """Between fetches the last head stands in: the age is too old by at most that much, never too young."""
     topic = unique_name
-    await create_topic(kafka_bootstrap, topic, partitions=1)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for i in range(20):
-            await producer.send_and_wait(topic, b"x", partition=0, timestamp_ms=BASE_MS + i * 1000)
-    finally:
-        await producer.stop()
+    await _stamped_topic(kafka_bootstrap, topic, 1)
     group = f"{unique_name}-g"
     query = GroupQuery(group, (topic,))
     tp = TopicPartition(topic, 0)
