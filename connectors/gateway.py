@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import fnmatch
+import importlib.metadata
 import ipaddress
 import socket
 import time
@@ -24,7 +25,22 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from connectors.deadlines import Deadlines
+
 DEFAULT_URL_TEMPLATE = "{gateway}/{namespace}/{name}"
+
+
+def _user_agent() -> str:
+    try:
+        return f"eventbus/{importlib.metadata.version('eventbus')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "eventbus"
+
+
+USER_AGENT = _user_agent()
+"""Sent with every dispatch: the function sees who calls it, and aiohttp's own agent (Python and aiohttp
+versions) is not advertised. A session default header, not `skip_auto_headers`: that one makes aiohttp copy
+every request's headers once more."""
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 
@@ -59,6 +75,7 @@ class Response:
 
 
 _EMPTY: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+_NO_TIMEOUT = aiohttp.ClientTimeout()  # `Deadlines` bounds each request instead
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -219,7 +236,7 @@ class GatewayClient:
         self.url_policy = url_policy or UrlPolicy()
         self._resolver = resolver  # the resolver the guard wraps (tests inject one); default aiohttp's
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._deadlines = Deadlines()
         self._literal: dict[str, UrlRefused | None] = {}
 
     def function_url(self, *, name: str, namespace: str) -> str:
@@ -235,34 +252,44 @@ class GatewayClient:
             connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ttl_dns_cache=300,
                                              resolver=GuardedResolver(self.url_policy, self._resolver))
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+                connector=connector, auto_decompress=True, headers={"User-Agent": USER_AGENT}
             )
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self._deadlines.close()
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, *, timeout: float) -> Response:
-        """POST once; connection errors and timeouts become a status-0 Response, never an exception."""
+        """POST once; connection errors and timeouts become a status-0 Response, never an exception.
+
+        The timeout covers the whole request (connect, send, the response and its body). It is kept by
+        `Deadlines`, not by aiohttp: the same bound without a loop timer per request."""
         if self._session is None:
             await self.start()
         assert self._session is not None
-        client_timeout = self._timeouts.get(timeout)
-        if client_timeout is None:
-            client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
         refused = self._check_literal(url)
         if refused is not None:
             return Response(0, _EMPTY, b"", str(refused), refused=True)
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        deadlines = self._deadlines
+        deadlines.start(task, timeout)
         try:
             async with self._session.post(
-                url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
+                url, data=body, headers=headers, timeout=_NO_TIMEOUT, allow_redirects=False
             ) as resp:
                 content = resp.content
                 data = await content.read(MAX_RESPONSE_BYTES)  # the whole body, when it came in one chunk
                 if data and not content.at_eof():
                     data = await _read_rest(content, data)
                 return Response(resp.status, resp.headers, data)
+        except asyncio.CancelledError:
+            if deadlines.expired(task) and task.uncancel() <= cancelling:
+                return Response(0, _EMPTY, b"", f"timed out after {timeout:g}s")
+            raise  # cancelled by someone else (a revocation, a shutdown), maybe also past its deadline
         except TimeoutError:
             return Response(0, _EMPTY, b"", f"timed out after {timeout:g}s")
         except aiohttp.ClientError as exc:
@@ -270,11 +297,12 @@ class GatewayClient:
             if why is not None:
                 return Response(0, _EMPTY, b"", str(why), refused=True)
             return Response(0, _EMPTY, b"", f"{type(exc).__name__}: {exc}")
-        except asyncio.CancelledError:
-            raise
         except OSError as exc:
             return Response(0, _EMPTY, b"", f"{type(exc).__name__}: {exc}")
-
+        finally:
+            deadlines.end(task, timeout)
+            if deadlines.expired(task):
+                task.uncancel()  # the deadline passed as the request ended: its cancellation never landed
 
     def _check_literal(self, url: str) -> UrlRefused | None:
         """aiohttp does not resolve an IP-literal host, so the guard checks those here (cached per URL:

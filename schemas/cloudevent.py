@@ -309,6 +309,8 @@ def _check_value(name: str, value: AttributeValue) -> None:
 
 _GOOD_NAMES: set[str] = set(KNOWN)
 _MAX_GOOD_NAMES = 4096
+_GOOD_CONTENT_TYPES: set[str] = set()
+"""`datacontenttype` values already found valid (a handful per deployment, one per event checked)."""
 
 
 def validate_attributes(attributes: Mapping[str, AttributeValue]) -> None:
@@ -335,7 +337,11 @@ def validate_attributes(attributes: Mapping[str, AttributeValue]) -> None:
             and name not in _SPECIAL_STRINGS
         ):
             continue
+        if name == "datacontenttype" and value in _GOOD_CONTENT_TYPES:
+            continue  # a media type seen valid before: no regex per event
         _check_value(name, value)
+        if name == "datacontenttype" and len(_GOOD_CONTENT_TYPES) < _MAX_GOOD_NAMES:
+            _GOOD_CONTENT_TYPES.add(str(value))
 
 
 def validate_event(ev: CloudEvent) -> CloudEvent:

@@ -52,10 +52,20 @@ def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
     Invalid CloudEvents raise InvalidCloudEvent.
     """
     content_type: str | None = None
-    ce: list[tuple[str, bytes | None]] = []
+    attrs: dict[str, AttributeValue] = {}
+    bad: tuple[str, bytes | None, bool] | None = None  # the first unusable `ce_` header: (key, value, repeated)
     for key, raw in headers or ():  # one pass: the CloudEvents headers, and the content-type (any case)
         if key.startswith("ce_"):
-            ce.append((key, raw))
+            name = key[3:]
+            if bad is not None:
+                continue
+            if name in attrs or raw is None:
+                bad = (key, raw, name in attrs)
+                continue
+            try:
+                attrs[name] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad = (key, raw, False)
         elif raw is not None and key.lower() == "content-type":
             if content_type is not None:
                 raise InvalidCloudEvent("header appears more than once", key, location="header")
@@ -68,13 +78,12 @@ def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
             raise UnsupportedFormat(content_type)
         if value is None:
             raise InvalidCloudEvent("structured-mode record has no value")
-        return decode_structured(value)
-    attrs: dict[str, AttributeValue] = {}
-    for key, raw in ce:
-        name = key[3:]
-        if name in attrs:
+        return decode_structured(value)  # structured: `ce_` headers play no part, whatever they hold
+    if bad is not None:  # binary mode: the first unusable `ce_` header is the error, as in header order
+        key, raw, repeated = bad
+        if repeated:
             raise InvalidCloudEvent("header appears more than once", key, location="header")
-        attrs[name] = _utf8(raw, key)
+        _utf8(raw, key)  # raises the precise reason
     if "specversion" not in attrs:
         return None
     if content_type is not None:

@@ -1,0 +1,107 @@
+"""The gateway client's request timeout (`connectors.deadlines`) against a real HTTP server: a slow function
+times out on time, whatever other timeouts are in flight; only that cancellation becomes a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from connectors.gateway import USER_AGENT, GatewayClient
+from tests.integration.support import serve
+
+
+async def _function(seen: list[web.Request]) -> tuple[web.AppRunner, str]:
+    """POST /sleep/<seconds>: answers 204 after that long (a hung function when long enough)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request)
+        await asyncio.sleep(float(request.match_info["s"]))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/sleep/{s}", handler)
+    return await serve(app)
+
+
+async def test_a_slow_function_times_out_at_its_deadline_and_the_task_stays_usable() -> None:
+    runner, url = await _function([])
+    gw = GatewayClient(url)
+    try:
+        t0 = time.monotonic()
+        r = await gw.post(url + "/sleep/2.5", {}, b"x", timeout=0.2)
+        took = time.monotonic() - t0
+        assert r.status == 0 and r.error == "timed out after 0.2s", r
+        assert 0.19 <= took < 1.5, took
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0  # our cancellation was taken back
+        await asyncio.sleep(0.01)  # and no cancellation is left pending for the next await
+        ok = await gw.post(url + "/sleep/0", {}, b"x", timeout=5)
+        assert ok.status == 204
+        assert len(gw._deadlines) == 0
+    finally:
+        await gw.close()
+        await runner.cleanup()
+
+
+async def test_timeouts_of_different_lengths_each_expire_on_time() -> None:
+    """A short timeout started after a long one still fires first (one queue per length)."""
+    runner, url = await _function([])
+    gw = GatewayClient(url)
+    try:
+        t0 = time.monotonic()
+
+        async def timed(seconds: float, timeout: float) -> tuple[int, float]:
+            r = await gw.post(url + f"/sleep/{seconds}", {}, b"x", timeout=timeout)
+            return r.status, time.monotonic() - t0
+
+        long = asyncio.create_task(timed(2.5, 1.5))
+        await asyncio.sleep(0.05)
+        short = asyncio.create_task(timed(2.5, 0.2))
+        quick = asyncio.create_task(timed(0, 0.2))  # answers in time: not a timeout
+        (ls, lt), (ss, st), (qs, _) = await asyncio.gather(long, short, quick)
+        assert (ls, ss, qs) == (0, 0, 204)
+        assert 0.2 <= st < 1.0, st
+        assert 1.5 <= lt < 3.0, lt
+        assert len(gw._deadlines) == 0
+    finally:
+        await gw.close()
+        await runner.cleanup()
+
+
+async def test_an_outside_cancellation_is_not_turned_into_a_timeout() -> None:
+    """A revocation or shutdown cancels a request in flight: that must propagate, never read as an answer."""
+    seen: list[web.Request] = []
+    runner, url = await _function(seen)
+    gw = GatewayClient(url)
+    try:
+        task = asyncio.create_task(gw.post(url + "/sleep/2.5", {}, b"x", timeout=0.3))
+        while not seen:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        else:
+            raise AssertionError(f"the cancellation was swallowed: {task.result()!r}")
+        assert len(gw._deadlines) == 0
+        await asyncio.sleep(0.4)  # past the deadline: nothing fires on the finished task
+    finally:
+        await gw.close()
+        await runner.cleanup()
+
+
+async def test_dispatches_name_eventbus_as_their_user_agent() -> None:
+    seen: list[web.Request] = []
+    runner, url = await _function(seen)
+    gw = GatewayClient(url)
+    try:
+        r = await gw.post(url + "/sleep/0", {"ce-id": "1"}, b"x", timeout=5)
+        assert r.status == 204
+        assert seen[0].headers["User-Agent"] == USER_AGENT and USER_AGENT.startswith("eventbus")
+        assert "aiohttp" not in seen[0].headers["User-Agent"]
+    finally:
+        await gw.close()
+        await runner.cleanup()
