@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class Count:
@@ -172,7 +172,7 @@ class Metrics:
             filtered=Count(),
             dropped=Count(),
             replies=Count(),
-            latency=Durations(_LATENCY_BUCKETS),
+            latency=Durations(LATENCY_BUCKETS),
             in_flight=Count(),
             # The trigger's own (local-assignment) lag goes to a private gauge: the exported
             # eventbus_trigger_lag comes from the lag watcher, which reads the broker.

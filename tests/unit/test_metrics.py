@@ -6,7 +6,7 @@ import random
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from triggers.metrics import _LATENCY_BUCKETS, Metrics
+from triggers.metrics import LATENCY_BUCKETS, Metrics
 
 
 def _samples(registry: CollectorRegistry, family: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -19,13 +19,13 @@ def test_per_event_numbers_export_like_prometheus_client_families() -> None:
     metrics = Metrics(ours)
     ref = CollectorRegistry()
     received = Counter("eventbus_events_received_total", "x", ["trigger"], registry=ref)
-    latency = Histogram("eventbus_dispatch_duration_seconds", "x", ["trigger"], buckets=_LATENCY_BUCKETS, registry=ref)
+    latency = Histogram("eventbus_dispatch_duration_seconds", "x", ["trigger"], buckets=LATENCY_BUCKETS, registry=ref)
     in_flight = Gauge("eventbus_events_in_flight", "x", ["trigger"], registry=ref)
     rnd = random.Random(7)
     for key in ("ns/a", "ns/b"):
         t = metrics.for_trigger(key)
         for _ in range(500):
-            d = rnd.choice([*_LATENCY_BUCKETS, 0.0, 0.0003, 0.04, 99.0, rnd.random()])  # bounds are `le`
+            d = rnd.choice([*LATENCY_BUCKETS, 0.0, 0.0003, 0.04, 99.0, rnd.random()])  # bounds are `le`
             t.latency.observe(d)
             latency.labels(key).observe(d)
             t.received.inc()
