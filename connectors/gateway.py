@@ -237,6 +237,7 @@ class GatewayClient:
         self._resolver = resolver  # the resolver the guard wraps (tests inject one); default aiohttp's
         self._session: aiohttp.ClientSession | None = None
         self._deadlines = Deadlines()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the session's
         self._literal: dict[str, UrlRefused | None] = {}
 
     def function_url(self, *, name: str, namespace: str) -> str:
@@ -249,6 +250,7 @@ class GatewayClient:
 
     async def start(self) -> None:
         if self._session is None:
+            self._loop = asyncio.get_running_loop()
             connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ttl_dns_cache=300,
                                              resolver=GuardedResolver(self.url_policy, self._resolver))
             self._session = aiohttp.ClientSession(
@@ -272,7 +274,7 @@ class GatewayClient:
         refused = self._check_literal(url)
         if refused is not None:
             return Response(0, _EMPTY, b"", str(refused), refused=True)
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)  # with the loop: no running-loop lookup per dispatch
         assert task is not None
         cancelling = task.cancelling()
         deadlines = self._deadlines
