@@ -11,7 +11,11 @@ event to its last) and peak RSS (`ru_maxrss`) are its own. The function is nginx
 installed, else a minimal aiohttp app in another process.
 
     python bench/kafka_dispatch.py [--events 100000] [--partitions 8] [--concurrency 64] [--rounds 3]
-                                   [--loop asyncio|uvloop|both]
+                                   [--loop asyncio|uvloop|both] [--hashed]
+
+Records are spread evenly over the partitions (each gets events/N), so `partition` mode measures 8 lanes
+in parallel; `--hashed` places them by key hash instead, where the largest partition bounds `partition` mode
+(one event at a time per partition) whatever the engine.
     python bench/kafka_dispatch.py --backlog 1000000 [--slow-ms 5]   # memory with a backlog (eventbus run)
 
 Needs Kafka: EVENTBUS_KAFKA_BOOTSTRAP or .services.env (scripts/services up).
@@ -126,7 +130,10 @@ async def wait_port(port: int, attempts: int = 100) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {attempts * 0.05:g}s")
 
 
-async def make_topic(bs: str, partitions: int, events: int) -> str:
+async def make_topic(bs: str, partitions: int, events: int, hashed: bool = False) -> str:
+    """A topic of `events` binary CloudEvents keyed `k0`..`k96`: spread evenly over the partitions (record i
+    on partition i mod N), or with `hashed` where the keys hash to (97 keys over 8 partitions put 1% of the
+    events on one partition and 20% on another: `partition` mode then waits on the largest one)."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bs)
     await admin.start()
@@ -143,7 +150,7 @@ async def make_topic(bs: str, partitions: int, events: int) -> str:
         headers = [("ce_specversion", b"1.0"), ("ce_id", f"b-{i}".encode()), ("ce_source", b"/bench"),
                    ("ce_type", b"bench.event"), ("content-type", b"application/json")]
         futs.append(await producer.send(topic, json.dumps({"i": i}).encode(), key=f"k{i % 97}".encode(),
-                                        headers=headers))
+                                        headers=headers, partition=None if hashed else i % partitions))
         if len(futs) >= 50_000:  # bounded: a 1M backlog must not hold 1M futures
             await asyncio.gather(*futs)
             futs.clear()
@@ -395,10 +402,11 @@ def throughput(args: argparse.Namespace) -> None:
         try:
             asyncio.run(wait_port(port))
             gateway = f"http://127.0.0.1:{port}"
-            print(f"function: {kind} on {gateway}; {args.events} events, {args.partitions} partitions, "
+            print(f"function: {kind} on {gateway}; {args.events} events, {args.partitions} partitions "
+                  f"({'by key hash' if args.hashed else 'evenly'}), "
                   f"concurrency {args.concurrency}, {args.rounds} round(s), loop {', '.join(loops)}; "
                   f"median of the rounds", flush=True)
-            topic = asyncio.run(make_topic(args.bootstrap, args.partitions, args.events))
+            topic = asyncio.run(make_topic(args.bootstrap, args.partitions, args.events, args.hashed))
             results: dict[tuple[str, str], list[dict[str, float]]] = {}
             for n in range(args.rounds):
                 for loop in loops:
@@ -530,6 +538,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--hashed", action="store_true",
+                    help="place records by their key's hash (skewed: 1%%..20%% per partition) instead of evenly")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="repeat and report medians")
     ap.add_argument("--loop", choices=["auto", "asyncio", "uvloop", "both"], default="auto",
