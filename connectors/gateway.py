@@ -41,6 +41,7 @@ USER_AGENT = _user_agent()
 """Sent with every dispatch: the function sees who calls it, and aiohttp's own agent (Python and aiohttp
 versions) is not advertised. A session default header, not `skip_auto_headers`: that one makes aiohttp copy
 every request's headers once more."""
+
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 

@@ -380,6 +380,10 @@ class Runtime:
         # was measured at 50-65 ms here: a stall of every loop, the cron timer loop included.
         gc.freeze()
 
+    def abandoned(self) -> int:
+        """Events a stop abandoned unsettled after the grace period (the timer loop's included)."""
+        return self.metrics.abandoned
+
     def in_flight(self) -> int:
         """Events dispatched but not settled, over every trigger (the timer loop's included; any thread)."""
         return self.metrics.in_flight()
@@ -426,7 +430,7 @@ class Runtime:
         from eventbus.shutdown import serve_until_signal
 
         await serve_until_signal("eventbus run", lambda: self.start(triggers), self.stop,
-                                 grace=self.config.grace, in_flight=self.in_flight)
+                                 grace=self.config.grace, in_flight=self.in_flight, abandoned=self.abandoned)
 
 
 STOP_MARGIN = 0.5

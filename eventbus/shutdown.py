@@ -115,6 +115,7 @@ async def serve_until_signal(
     *,
     grace: float,
     in_flight: Callable[[], int],
+    abandoned: Callable[[], int] | None = None,
     watch: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Run `start()`, wait for SIGTERM/SIGINT (at any moment, startup included), then `stop()`; exit
@@ -165,9 +166,11 @@ async def serve_until_signal(
             watchdog.stopped()  # still armed: the loop's teardown and the interpreter's exit are bounded too
     if failure is not None:
         raise failure
-    abandoned = watchdog.abandoned or 0
-    if abandoned:
-        log.warning(f"{what} stopped: {abandoned} in-flight event(s) abandoned unsettled after the "
+    # what the watchdog saw in flight when the grace period ended, or what the triggers say they abandoned
+    # (the watchdog thread may wake only after stopping finished: then it samples nothing)
+    abandoned_n = max(watchdog.abandoned or 0, abandoned() if abandoned is not None else 0)
+    if abandoned_n:
+        log.warning(f"{what} stopped: {abandoned_n} in-flight event(s) abandoned unsettled after the "
                     f"{grace:g}s grace period (they will be redelivered)")
     else:
         log.info(f"{what} stopped: every in-flight event settled")

@@ -150,6 +150,9 @@ class _Up:
     def in_flight(self) -> int:
         return self.runtime.in_flight() if self.runtime is not None else 0
 
+    def abandoned(self) -> int:
+        return self.runtime.abandoned() if self.runtime is not None else 0
+
     async def stop(self) -> None:
         if self.runtime is not None:
             await self.runtime.stop()
@@ -165,4 +168,4 @@ async def run_up(opts: UpOptions, triggers: list[Trigger]) -> None:
     The embedded NATS server is restarted if it dies; if it cannot be, `up` stops and raises."""
     up = _Up(opts, triggers)
     await serve_until_signal("eventbus up", up.start, up.stop, grace=opts.grace, in_flight=up.in_flight,
-                             watch=up.watch)
+                             abandoned=up.abandoned, watch=up.watch)

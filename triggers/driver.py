@@ -191,6 +191,8 @@ class SourceDriver(Generic[M]):
                 t.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             abandoned = await sched.close()
+            if abandoned and self._stopping.is_set():
+                self.pipeline.metrics.family.abandoned += abandoned
             if abandoned and not clean:
                 log.warning("source stopped with events unsettled (they will be redelivered)",
                             extra={"trigger": self.key, "unsettled": abandoned})

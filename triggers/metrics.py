@@ -156,6 +156,9 @@ class Metrics:
                                       "function should run.", lbl, registry=registry)
         self.active = Gauge("eventbus_trigger_active", "1 while lag exceeds activationLagThreshold (or a cron "
                             "trigger is pre-warming).", lbl, registry=registry)
+        self.abandoned = 0
+        """Events a stop abandoned unsettled when its grace period ran out (source-driven triggers): the shutdown
+        report reads it, so it does not rest on a watchdog thread sampling `in_flight` at the right instant."""
         self.wakers: dict[str, Callable[[], None]] = {}
         """Trigger key -> the lag watcher's wake-up: called when an event is taken (see `_Received`)."""
 

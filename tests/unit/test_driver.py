@@ -355,6 +355,7 @@ async def test_stop_drains_within_grace() -> None:
     assert not drv.ready.is_set()
     await asyncio.wait_for(run, 5)
     assert src.position("p") == 5 and src.closes == 1
+    assert drv.pipeline.metrics.family.abandoned == 0
 
 
 async def test_grace_over_abandons_unsettled_and_returns() -> None:
@@ -373,6 +374,7 @@ async def test_grace_over_abandons_unsettled_and_returns() -> None:
     await asyncio.wait_for(run, 5)
     assert 0.15 < time.monotonic() - started < 1.0
     assert src.acked == [] and src.position("p") is None
+    assert drv.pipeline.metrics.family.abandoned == 2  # the shutdown report counts them (the running one too)
 
 
 async def test_stop_wakes_a_fetch_loop_blocked_on_a_full_trigger() -> None:
