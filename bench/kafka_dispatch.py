@@ -12,11 +12,11 @@ installed, else a minimal aiohttp app in another process.
 
     python bench/kafka_dispatch.py [--events 100000] [--partitions 8] [--concurrency 64] [--rounds 3]
                                    [--loop asyncio|uvloop|both] [--hashed]
+    python bench/kafka_dispatch.py --backlog 1000000 [--slow-ms 5]   # memory with a backlog (eventbus run)
 
 Records are spread evenly over the partitions (each gets events/N), so `partition` mode measures 8 lanes
 in parallel; `--hashed` places them by key hash instead, where the largest partition bounds `partition` mode
 (one event at a time per partition) whatever the engine.
-    python bench/kafka_dispatch.py --backlog 1000000 [--slow-ms 5]   # memory with a backlog (eventbus run)
 
 Needs Kafka: EVENTBUS_KAFKA_BOOTSTRAP or .services.env (scripts/services up).
 """

@@ -53,19 +53,19 @@ def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
     """
     content_type: str | None = None
     attrs: dict[str, AttributeValue] = {}
-    bad: tuple[str, bytes | None, bool] | None = None  # the first unusable `ce_` header: (key, value, repeated)
+    bad: tuple[str, bytes | None] | None = None  # the first unusable `ce_` header (repeated, null or not UTF-8)
     for key, raw in headers or ():  # one pass: the CloudEvents headers, and the content-type (any case)
         if key.startswith("ce_"):
             name = key[3:]
             if bad is not None:
                 continue
             if name in attrs or raw is None:
-                bad = (key, raw, name in attrs)
+                bad = (key, raw)
                 continue
             try:
                 attrs[name] = raw.decode("utf-8")
             except UnicodeDecodeError:
-                bad = (key, raw, False)
+                bad = (key, raw)
         elif raw is not None and key.lower() == "content-type":
             if content_type is not None:
                 raise InvalidCloudEvent("header appears more than once", key, location="header")
@@ -80,10 +80,10 @@ def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
             raise InvalidCloudEvent("structured-mode record has no value")
         return decode_structured(value)  # structured: `ce_` headers play no part, whatever they hold
     if bad is not None:  # binary mode: the first unusable `ce_` header is the error, as in header order
-        key, raw, repeated = bad
-        if repeated:
+        key, raw = bad
+        if key[3:] in attrs:  # nothing is decoded after the first bad header: only a repeat can be in attrs
             raise InvalidCloudEvent("header appears more than once", key, location="header")
-        _utf8(raw, key)  # raises the precise reason
+        _utf8(raw, key)  # raises the precise reason (null or not UTF-8)
     if "specversion" not in attrs:
         return None
     if content_type is not None:

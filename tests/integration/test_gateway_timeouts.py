@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 
@@ -12,23 +14,30 @@ from connectors.gateway import USER_AGENT, GatewayClient
 from tests.integration.support import serve
 
 
-async def _function(seen: list[web.Request]) -> tuple[web.AppRunner, str]:
-    """POST /sleep/<seconds>: answers 204 after that long (a hung function when long enough)."""
+@asynccontextmanager
+async def _gateway(seen: list[web.Request] | None = None) -> AsyncIterator[tuple[GatewayClient, str]]:
+    """A gateway client and a real function server: POST /sleep/<seconds> answers 204 after that long (a
+    hung function when long enough); every request is appended to `seen`."""
 
     async def handler(request: web.Request) -> web.Response:
-        seen.append(request)
+        if seen is not None:
+            seen.append(request)
         await asyncio.sleep(float(request.match_info["s"]))
         return web.Response(status=204)
 
     app = web.Application()
     app.router.add_post("/sleep/{s}", handler)
-    return await serve(app)
+    runner, url = await serve(app)
+    gw = GatewayClient(url)
+    try:
+        yield gw, url
+    finally:
+        await gw.close()
+        await runner.cleanup()
 
 
 async def test_a_slow_function_times_out_at_its_deadline_and_the_task_stays_usable() -> None:
-    runner, url = await _function([])
-    gw = GatewayClient(url)
-    try:
+    async with _gateway() as (gw, url):
         t0 = time.monotonic()
         r = await gw.post(url + "/sleep/2.5", {}, b"x", timeout=0.2)
         took = time.monotonic() - t0
@@ -40,16 +49,11 @@ async def test_a_slow_function_times_out_at_its_deadline_and_the_task_stays_usab
         ok = await gw.post(url + "/sleep/0", {}, b"x", timeout=5)
         assert ok.status == 204
         assert len(gw._deadlines) == 0
-    finally:
-        await gw.close()
-        await runner.cleanup()
 
 
 async def test_timeouts_of_different_lengths_each_expire_on_time() -> None:
     """A short timeout started after a long one still fires first (one queue per length)."""
-    runner, url = await _function([])
-    gw = GatewayClient(url)
-    try:
+    async with _gateway() as (gw, url):
         t0 = time.monotonic()
 
         async def timed(seconds: float, timeout: float) -> tuple[int, float]:
@@ -65,17 +69,12 @@ async def test_timeouts_of_different_lengths_each_expire_on_time() -> None:
         assert 0.2 <= st < 1.0, st
         assert 1.5 <= lt < 3.0, lt
         assert len(gw._deadlines) == 0
-    finally:
-        await gw.close()
-        await runner.cleanup()
 
 
 async def test_an_outside_cancellation_is_not_turned_into_a_timeout() -> None:
     """A revocation or shutdown cancels a request in flight: that must propagate, never read as an answer."""
     seen: list[web.Request] = []
-    runner, url = await _function(seen)
-    gw = GatewayClient(url)
-    try:
+    async with _gateway(seen) as (gw, url):
         task = asyncio.create_task(gw.post(url + "/sleep/2.5", {}, b"x", timeout=0.3))
         while not seen:
             await asyncio.sleep(0.01)
@@ -88,20 +87,12 @@ async def test_an_outside_cancellation_is_not_turned_into_a_timeout() -> None:
             raise AssertionError(f"the cancellation was swallowed: {task.result()!r}")
         assert len(gw._deadlines) == 0
         await asyncio.sleep(0.4)  # past the deadline: nothing fires on the finished task
-    finally:
-        await gw.close()
-        await runner.cleanup()
 
 
 async def test_dispatches_name_eventbus_as_their_user_agent() -> None:
     seen: list[web.Request] = []
-    runner, url = await _function(seen)
-    gw = GatewayClient(url)
-    try:
+    async with _gateway(seen) as (gw, url):
         r = await gw.post(url + "/sleep/0", {"ce-id": "1"}, b"x", timeout=5)
         assert r.status == 204
         assert seen[0].headers["User-Agent"] == USER_AGENT and USER_AGENT.startswith("eventbus")
         assert "aiohttp" not in seen[0].headers["User-Agent"]
-    finally:
-        await gw.close()
-        await runner.cleanup()

@@ -62,6 +62,23 @@ def test_duplicate_header_rejected() -> None:
         from_kafka([*CE, ("ce_id", b"2")], b"")
 
 
+def test_the_first_unusable_ce_header_is_the_error_in_header_order() -> None:
+    """One pass decodes the headers: a null, non-UTF-8 or repeated `ce_` header is reported as the first one
+    in header order, naming it; in structured mode `ce_` headers play no part, whatever they hold."""
+    with pytest.raises(InvalidCloudEvent, match="null value") as info:
+        from_kafka([*CE, ("ce_subject", None), ("ce_id", b"2")], b"")
+    assert info.value.field == "ce_subject"
+    with pytest.raises(InvalidCloudEvent, match="UTF-8") as info:
+        from_kafka([*CE, ("ce_subject", b"\xc0"), ("ce_subject", b"ok")], b"")  # the bad one, not the repeat
+    assert info.value.field == "ce_subject"
+    with pytest.raises(InvalidCloudEvent, match="more than once") as info:
+        from_kafka([*CE, ("ce_id", None)], b"")  # a repeat, however bad its value
+    assert info.value.field == "ce_id"
+    structured = [("content-type", b"application/cloudevents+json"), ("ce_id", None), ("ce_x", b"\xc0")]
+    ev = from_kafka(structured, STRUCT)
+    assert ev is not None and ev.id == "1"
+
+
 def test_ce_datacontenttype_must_agree_with_content_type() -> None:
     ev = from_kafka([*CE, ("ce_datacontenttype", b"text/plain")], b"x")
     assert ev is not None and ev.attributes["datacontenttype"] == "text/plain"
