@@ -337,11 +337,15 @@ def validate_attributes(attributes: Mapping[str, AttributeValue]) -> None:
             and name not in _SPECIAL_STRINGS
         ):
             continue
-        if name == "datacontenttype" and value in _GOOD_CONTENT_TYPES:
-            continue  # a media type seen valid before: no regex per event
+        if name == "datacontenttype" and isinstance(value, str):
+            # The value may be a JSON array or object at runtime: only a str is looked up (hashable).
+            if value in _GOOD_CONTENT_TYPES:
+                continue  # a media type seen valid before: no regex per event
+            _check_value(name, value)
+            if len(_GOOD_CONTENT_TYPES) < _MAX_GOOD_NAMES:
+                _GOOD_CONTENT_TYPES.add(value)
+            continue
         _check_value(name, value)
-        if name == "datacontenttype" and len(_GOOD_CONTENT_TYPES) < _MAX_GOOD_NAMES:
-            _GOOD_CONTENT_TYPES.add(str(value))
 
 
 def validate_event(ev: CloudEvent) -> CloudEvent:

@@ -660,3 +660,14 @@ def test_receive_path_does_not_import_the_cloudevents_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=root)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "ok\n"
+
+
+@pytest.mark.parametrize("value", [[], {}, ["text/plain"], {"a": 1}])
+@pytest.mark.parametrize("name", ["datacontenttype", "subject", "type", "myext"])
+def test_unhashable_attribute_values_are_invalid_not_type_errors(name: str, value: object) -> None:
+    """A JSON array or object as an attribute value is the sender's error (found by CI's property test)."""
+    for _ in range(2):  # the second pass runs after any cache of good values has been filled
+        make_event({**BASE, "datacontenttype": "application/json"})
+        with pytest.raises(InvalidCloudEvent) as info:
+            make_event({**BASE, name: value})  # type: ignore[dict-item]
+        assert info.value.field == name
