@@ -6,12 +6,14 @@
   marking its offset committable after each 2xx (committed every 0.5 s, as eventbus does; a full partition queue
   pauses that partition at the consumer). It is what a Go connector with `partition` semantics does.
 
-Every measurement runs in a fresh child process, so each one's CPU time (`resource.getrusage`, from its first
-event to its last) and peak RSS (`ru_maxrss`) are its own. The function is nginx answering 204 when nginx is
+A discarded warm-up run comes first, and each round runs the modes in a rotated order (round n starts
+with the n-th mode), so the cold first run and the position in a round favour no mode. Every measurement
+runs in a fresh child process, so each one's CPU time (`resource.getrusage`, from its first event to its
+last) and peak RSS (`ru_maxrss`) are its own. The function is nginx answering 204 when nginx is
 installed, else a minimal aiohttp app in another process.
 
     python bench/kafka_dispatch.py [--events 100000] [--partitions 8] [--concurrency 64] [--rounds 3]
-                                   [--loop asyncio|uvloop|both] [--hashed]
+                                   [--loop asyncio|uvloop|both] [--hashed] [--no-warmup]
     python bench/kafka_dispatch.py --backlog 1000000 [--slow-ms 5]   # memory with a backlog (eventbus run)
 
 Records are spread evenly over the partitions (each gets events/N), so `partition` mode measures 8 lanes
@@ -392,6 +394,13 @@ def uvloop_available() -> bool:
     return True
 
 
+def rotated(modes: list[str], n: int) -> list[str]:
+    """Round n's order: the modes rotated by n, so no mode always runs first (the cold run: page cache,
+    the function's first connections) or always right after the same neighbour."""
+    k = n % len(modes) if modes else 0
+    return modes[k:] + modes[:k]
+
+
 def throughput(args: argparse.Namespace) -> None:
     loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
     if "uvloop" in loops and not uvloop_available():
@@ -407,10 +416,14 @@ def throughput(args: argparse.Namespace) -> None:
                   f"concurrency {args.concurrency}, {args.rounds} round(s), loop {', '.join(loops)}; "
                   f"median of the rounds", flush=True)
             topic = asyncio.run(make_topic(args.bootstrap, args.partitions, args.events, args.hashed))
+            if args.warmup:
+                r = run_child(args.modes[0], loops[0], topic, gateway, args)
+                print(f"  warm-up {loops[0]:<7} {LABELS[args.modes[0]]:<28} {r['eps']:>7.0f} ev/s (discarded)",
+                      flush=True)
             results: dict[tuple[str, str], list[dict[str, float]]] = {}
             for n in range(args.rounds):
                 for loop in loops:
-                    for mode in args.modes:
+                    for mode in rotated(args.modes, n):
                         r = run_child(mode, loop, topic, gateway, args)
                         results.setdefault((loop, mode), []).append(r)
                         print(f"  round {n + 1} {loop:<7} {LABELS[mode]:<28} {r['eps']:>7.0f} ev/s "
@@ -542,6 +555,8 @@ def main() -> None:
                     help="place records by their key's hash (skewed: 1%%..20%% per partition) instead of evenly")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="repeat and report medians")
+    ap.add_argument("--no-warmup", dest="warmup", action="store_false",
+                    help="skip the discarded warm-up run before the rounds")
     ap.add_argument("--loop", choices=["auto", "asyncio", "uvloop", "both"], default="auto",
                     help="auto: uvloop when installed (what `eventbus run` uses), else asyncio")
     ap.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES),
