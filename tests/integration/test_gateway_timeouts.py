@@ -1,5 +1,6 @@
-"""The gateway client's request timeout (`connectors.deadlines`) against a real HTTP server: a slow function
-times out on time, whatever other timeouts are in flight; only that cancellation becomes a timeout."""
+"""The gateway client against a real HTTP server: its request timeout (`connectors.deadlines`: a slow function
+times out on time, whatever other timeouts are in flight; only that cancellation becomes a timeout) and what
+a function sees of it (its User-Agent, no cookies)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ from tests.integration.support import serve
 @asynccontextmanager
 async def _gateway(seen: list[web.Request] | None = None) -> AsyncIterator[tuple[GatewayClient, str]]:
     """A gateway client and a real function server: POST /sleep/<seconds> answers 204 after that long (a
-    hung function when long enough); every request is appended to `seen`."""
+    hung function when long enough), POST /cookie answers 204 with a Set-Cookie; every request is appended
+    to `seen`."""
+
+    async def set_cookie(request: web.Request) -> web.Response:
+        if seen is not None:
+            seen.append(request)
+        resp = web.Response(status=204)
+        resp.set_cookie("session", "tenant-a-secret", path="/")
+        return resp
 
     async def handler(request: web.Request) -> web.Response:
         if seen is not None:
@@ -27,6 +36,7 @@ async def _gateway(seen: list[web.Request] | None = None) -> AsyncIterator[tuple
 
     app = web.Application()
     app.router.add_post("/sleep/{s}", handler)
+    app.router.add_post("/cookie", set_cookie)
     runner, url = await serve(app)
     gw = GatewayClient(url)
     try:
@@ -96,3 +106,17 @@ async def test_dispatches_name_eventbus_as_their_user_agent() -> None:
         assert r.status == 204
         assert seen[0].headers["User-Agent"] == USER_AGENT and USER_AGENT.startswith("eventbus")
         assert "aiohttp" not in seen[0].headers["User-Agent"]
+
+
+async def test_a_cookie_one_function_sets_is_never_sent_to_another() -> None:
+    """Every function sits behind the gateway's one host: a Set-Cookie from one must not ride along on the
+    next event to another (a client-side cookie jar would send it to every path of the host)."""
+    seen: list[web.Request] = []
+    async with _gateway(seen) as (gw, url):
+        url = url.replace("127.0.0.1", "localhost")  # a name: a cookie jar keeps no cookie of an IP address
+        r = await gw.post(url + "/cookie", {}, b"x", timeout=5)
+        assert r.status == 204 and "tenant-a-secret" in r.headers.get("Set-Cookie", "")
+        for path in ("/sleep/0", "/cookie"):
+            assert (await gw.post(url + path, {}, b"x", timeout=5)).status == 204
+        assert [req.path for req in seen] == ["/cookie", "/sleep/0", "/cookie"]
+        assert [req.headers.get("Cookie") for req in seen] == [None, None, None]
