@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from schemas.cloudevent import AttributeValue, CloudEvent, canonical_string, format_time
+from schemas.cloudevent import AttributeValue, CloudEvent, canonical_string, format_time, is_json_content_type
 
 settings.register_profile(
     "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
@@ -72,7 +72,16 @@ def events(draw: st.DrawFn, *, string_extensions: bool = False) -> CloudEvent:
     values = ce_strings if string_extensions else ext_values
     attrs.update(draw(st.dictionaries(ext_names, values, max_size=4)))
     data = draw(st.one_of(st.none(), st.binary(max_size=64), json_texts))
+    if data is not None and is_json_content_type(_str_or_none(attrs.get("datacontenttype"))):
+        # Whitespace around JSON data is insignificant: a structured encoding embeds the value without it
+        # (test_json_format.py::test_whitespace_around_json_data_is_not_kept), so exact round trips hold
+        # for data without it. Found by the `full` profile: b"\r0" came back as b"0".
+        data = data.strip(b" \t\r\n")
     return CloudEvent(attrs, data)
+
+
+def _str_or_none(value: AttributeValue | None) -> str | None:
+    return None if value is None else str(value)
 
 
 json_values = st.recursive(

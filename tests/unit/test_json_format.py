@@ -309,3 +309,15 @@ def test_json_data_span_with_escaped_member_name_falls_back_to_scan() -> None:
 def test_json_data_span_with_many_nested_data_members() -> None:
     data = "[" + ",".join('{"data":0}' for _ in range(20)) + "]"
     assert decode_structured(ev_json(f',"data":{data}')).data == data.encode()
+
+
+@pytest.mark.parametrize("ct", [None, "application/json", "application/vnd.api+json"])
+def test_whitespace_around_json_data_is_not_kept(ct: str | None) -> None:
+    """JSON data is embedded as a JSON value: whitespace around it is insignificant and not kept; the value,
+    with the whitespace inside it, is."""
+    attrs = {"specversion": "1.0", "id": "1", "source": "/s", "type": "t"}
+    if ct is not None:
+        attrs["datacontenttype"] = ct
+    body = encode_structured(CloudEvent(attrs, b'\r\n {"a": [1, 2]} \t'))
+    assert b'"data":{"a": [1, 2]}}' in body
+    assert decode_structured(body).data == b'{"a": [1, 2]}'
