@@ -16,29 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.kafka_dispatch import MODES, bootstrap, free_port, make_topic, start_function, wait_port  # noqa: E402
-
-
-def run(repo: Path, mode: str, env: dict[str, str], topic: str, gateway: str, bs: str,
-        args: argparse.Namespace) -> dict[str, float]:
-    """One child of `repo`'s bench in `mode`; its JSON figures."""
-    cmd = [sys.executable, str(repo / "bench" / "kafka_dispatch.py"), "--child", mode, "--loop", args.loop,
-           "--topic", topic, "--gateway", gateway, "--bootstrap", bs, "--events", str(args.events),
-           "--concurrency", str(args.concurrency)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=repo, timeout=1800,
-                         env={**os.environ, **env})
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+from bench.kafka_dispatch import MODES, bootstrap, function_server, make_topic, run_child  # noqa: E402
 
 
 def env_pairs(items: list[str]) -> dict[str, str]:
@@ -63,33 +48,26 @@ def main() -> None:
         ap.error("--pairs must be at least 2 (the first one is the cold pair)")
     a = (args.a_repo.resolve(), args.a, env_pairs(args.a_env))
     b = (args.b_repo.resolve(), args.b or args.a, env_pairs(args.b_env))
-    bs = bootstrap()
-    topic = asyncio.run(make_topic(bs, args.partitions, args.events, hashed=False))
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, kind = start_function(port, Path(tmp))
-        try:
-            asyncio.run(wait_port(port))
-            gateway = f"http://127.0.0.1:{port}"
-            print(f"function: {kind}; A = {a[1]} in {a[0]} {a[2] or ''}; B = {b[1]} in {b[0]} {b[2] or ''}",
-                  flush=True)
-            eps: list[float] = []
-            cpu: list[float] = []
-            for i in range(args.pairs):
-                first, second = (a, b) if i % 2 == 0 else (b, a)  # alternate who goes first
-                r1 = run(*first, topic, gateway, bs, args)
-                r2 = run(*second, topic, gateway, bs, args)
-                ra, rb = (r1, r2) if first is a else (r2, r1)
-                cold = " (cold: not counted)" if i == 0 else ""
-                print(f"pair {i + 1}: A {ra['eps']:.0f} ev/s {ra['cpu_ms_per_1k']:.1f} CPU ms/1k | "
-                      f"B {rb['eps']:.0f} ev/s {rb['cpu_ms_per_1k']:.1f} CPU ms/1k | "
-                      f"B/A {rb['eps'] / ra['eps']:.3f}{cold}", flush=True)
-                if i > 0:
-                    eps.append(rb["eps"] / ra["eps"])
-                    cpu.append(rb["cpu_ms_per_1k"] / ra["cpu_ms_per_1k"])
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    args.bootstrap = bootstrap()
+    topic = asyncio.run(make_topic(args.bootstrap, args.partitions, args.events, hashed=False))
+    with function_server() as (port, kind):
+        gateway = f"http://127.0.0.1:{port}"
+        print(f"function: {kind}; A = {a[1]} in {a[0]} {a[2] or ''}; B = {b[1]} in {b[0]} {b[2] or ''}",
+              flush=True)
+        eps: list[float] = []
+        cpu: list[float] = []
+        for i in range(args.pairs):
+            first, second = (a, b) if i % 2 == 0 else (b, a)  # alternate who goes first
+            r1 = run_child(first[1], args.loop, topic, gateway, args, repo=first[0], env=first[2])
+            r2 = run_child(second[1], args.loop, topic, gateway, args, repo=second[0], env=second[2])
+            ra, rb = (r1, r2) if first is a else (r2, r1)
+            cold = " (cold: not counted)" if i == 0 else ""
+            print(f"pair {i + 1}: A {ra['eps']:.0f} ev/s {ra['cpu_ms_per_1k']:.1f} CPU ms/1k | "
+                  f"B {rb['eps']:.0f} ev/s {rb['cpu_ms_per_1k']:.1f} CPU ms/1k | "
+                  f"B/A {rb['eps'] / ra['eps']:.3f}{cold}", flush=True)
+            if i > 0:
+                eps.append(rb["eps"] / ra["eps"])
+                cpu.append(rb["cpu_ms_per_1k"] / ra["cpu_ms_per_1k"])
     print(f"B/A events/s: median {statistics.median(eps):.3f} (pairs {', '.join(f'{x:.2f}' for x in eps)})")
     print(f"B/A CPU per event: median {statistics.median(cpu):.3f}")
 

@@ -39,6 +39,8 @@ import tempfile
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,20 @@ http {{ access_log off; client_body_temp_path {workdir}/body; proxy_temp_path {w
 """)
         return subprocess.Popen([nginx, "-c", str(conf), "-p", str(workdir)]), "nginx"
     return subprocess.Popen([sys.executable, "-c", AIOHTTP_FUNCTION, str(port), str(slow_ms)]), "aiohttp"
+
+
+@contextmanager
+def function_server(slow_ms: float = 0.0) -> Iterator[tuple[int, str]]:
+    """The function (see `start_function`) on a free port, listening: yields (port, kind); stopped on exit."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, kind = start_function(port, Path(tmp), slow_ms=slow_ms)
+        try:
+            asyncio.run(wait_port(port))
+            yield port, kind
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 async def wait_port(port: int, attempts: int = 100) -> None:
@@ -370,10 +386,14 @@ async def child(args: argparse.Namespace) -> None:
     print(json.dumps(r), flush=True)
 
 
-def run_child(mode: str, loop: str, topic: str, gateway: str, args: argparse.Namespace) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--child", mode, "--loop", loop, "--topic", topic, "--gateway", gateway,
-           "--bootstrap", args.bootstrap, "--events", str(args.events), "--concurrency", str(args.concurrency)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
+def run_child(mode: str, loop: str, topic: str, gateway: str, args: argparse.Namespace, *, repo: Path = REPO,
+              env: Mapping[str, str] | None = None) -> dict[str, float]:
+    """One measurement by `repo`'s bench (default: this checkout) in a fresh process, with `env` added."""
+    cmd = [sys.executable, str(repo / "bench" / "kafka_dispatch.py"), "--child", mode, "--loop", loop,
+           "--topic", topic, "--gateway", gateway, "--bootstrap", args.bootstrap, "--events", str(args.events),
+           "--concurrency", str(args.concurrency)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800, cwd=repo,
+                         env={**os.environ, **env} if env else None)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -405,32 +425,25 @@ def throughput(args: argparse.Namespace) -> None:
     loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
     if "uvloop" in loops and not uvloop_available():
         sys.exit("uvloop is not installed: pip install 'eventbus[fast]' (or --loop asyncio)")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, kind = start_function(port, Path(tmp))
-        try:
-            asyncio.run(wait_port(port))
-            gateway = f"http://127.0.0.1:{port}"
-            print(f"function: {kind} on {gateway}; {args.events} events, {args.partitions} partitions "
-                  f"({'by key hash' if args.hashed else 'evenly'}), "
-                  f"concurrency {args.concurrency}, {args.rounds} round(s), loop {', '.join(loops)}; "
-                  f"median of the rounds", flush=True)
-            topic = asyncio.run(make_topic(args.bootstrap, args.partitions, args.events, args.hashed))
-            if args.warmup:
-                r = run_child(args.modes[0], loops[0], topic, gateway, args)
-                print(f"  warm-up {loops[0]:<7} {LABELS[args.modes[0]]:<28} {r['eps']:>7.0f} ev/s (discarded)",
-                      flush=True)
-            results: dict[tuple[str, str], list[dict[str, float]]] = {}
-            for n in range(args.rounds):
-                for loop in loops:
-                    for mode in rotated(args.modes, n):
-                        r = run_child(mode, loop, topic, gateway, args)
-                        results.setdefault((loop, mode), []).append(r)
-                        print(f"  round {n + 1} {loop:<7} {LABELS[mode]:<28} {r['eps']:>7.0f} ev/s "
-                              f"{r['cpu_ms_per_1k']:>6.1f} CPU ms/1k", flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with function_server() as (port, kind):
+        gateway = f"http://127.0.0.1:{port}"
+        print(f"function: {kind} on {gateway}; {args.events} events, {args.partitions} partitions "
+              f"({'by key hash' if args.hashed else 'evenly'}), "
+              f"concurrency {args.concurrency}, {args.rounds} round(s), loop {', '.join(loops)}; "
+              f"median of the rounds", flush=True)
+        topic = asyncio.run(make_topic(args.bootstrap, args.partitions, args.events, args.hashed))
+        if args.warmup:
+            r = run_child(args.modes[0], loops[0], topic, gateway, args)
+            print(f"  warm-up {loops[0]:<7} {LABELS[args.modes[0]]:<28} {r['eps']:>7.0f} ev/s (discarded)",
+                  flush=True)
+        results: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for n in range(args.rounds):
+            for loop in loops:
+                for mode in rotated(args.modes, n):
+                    r = run_child(mode, loop, topic, gateway, args)
+                    results.setdefault((loop, mode), []).append(r)
+                    print(f"  round {n + 1} {loop:<7} {LABELS[mode]:<28} {r['eps']:>7.0f} ev/s "
+                          f"{r['cpu_ms_per_1k']:>6.1f} CPU ms/1k", flush=True)
     metrics = ("eps", "p50", "p99", "cpu_ms_per_1k", "rss_mb")
     med = {k: {m: statistics.median(r[m] for r in rs) for m in metrics} for k, rs in results.items()}
 
@@ -476,12 +489,9 @@ def backlog(args: argparse.Namespace) -> None:
     events are delivered."""
     n = args.backlog
     window = min(100_000, n // 4)
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        fn, _ = start_function(port, Path(tmp), slow_ms=args.slow_ms)
+    with function_server(args.slow_ms) as (port, _), tempfile.TemporaryDirectory() as tmp:
         rt: subprocess.Popen[bytes] | None = None
         try:
-            asyncio.run(wait_port(port))
             t0 = time.perf_counter()
             topic = asyncio.run(make_topic(args.bootstrap, args.partitions, n))
             print(f"produced {n} events to {topic} in {time.perf_counter() - t0:.0f}s; function sleeps "
@@ -525,8 +535,6 @@ spec:
             if rt is not None:
                 rt.terminate()
                 rt.wait(60)
-            fn.terminate()
-            fn.wait(10)
     done = samples[-1][0] if samples else 0
     print(f"delivered {done} of {n} in {elapsed:.0f}s ({done / elapsed:.0f} ev/s)")
     print(f"peak RSS {peak / 1024:.0f} MB (target <= 150 MB); while the first {window} events: {first / 1024:.0f} MB, "
