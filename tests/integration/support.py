@@ -67,6 +67,7 @@ class FunctionServer:
         n = self._calls.get(key, 0) + 1
         self._calls[key] = n
         self.received.append(rec)
+        self._check()  # a waiter on what was received must not wait for a slow behaviour's answer
         resp = await self.behaviour(request, body, n)
         if 200 <= resp.status < 300 and rec.ce_id is not None:
             self.delivered_ids.append(rec.ce_id)
