@@ -43,11 +43,13 @@ class Deadlines:
         if deadline < self._timer_at:
             self._arm(deadline)
 
-    def end(self, task: Task, timeout: float) -> None:
-        """The request of `task` ended (whichever way) before or after its deadline."""
+    def end(self, task: Task, timeout: float) -> bool:
+        """The request of `task` ended (whichever way) before or after its deadline. Returns `expired(task)`:
+        the hot path asks both at once."""
         queue = self._queues.get(timeout)
         if queue is not None:
             queue.pop(task, None)
+        return bool(self._expired) and self.expired(task)
 
     def expired(self, task: Task) -> bool:
         """True once for a task that `Deadlines` cancelled because its request ran past its deadline."""

@@ -276,7 +276,10 @@ class GatewayClient:
         if self._session is None:
             await self.start()
         assert self._session is not None
-        refused = self._check_literal(url)
+        try:
+            refused = self._literal[url]  # the cache of `_check_literal`, looked up here: once per dispatch
+        except KeyError:
+            refused = self._check_literal(url)
         if refused is not None:
             return Response(0, _EMPTY, b"", str(refused), refused=True)
         task = asyncio.current_task(self._loop)  # with the loop: no running-loop lookup per dispatch
@@ -307,17 +310,12 @@ class GatewayClient:
         except OSError as exc:
             return Response(0, _EMPTY, b"", f"{type(exc).__name__}: {exc}")
         finally:
-            deadlines.end(task, timeout)
-            if deadlines.expired(task):
+            if deadlines.end(task, timeout):
                 task.uncancel()  # the deadline passed as the request ended: its cancellation never landed
 
     def _check_literal(self, url: str) -> UrlRefused | None:
         """aiohttp does not resolve an IP-literal host, so the guard checks those here (cached per URL:
-        a runtime dispatches to a handful of URLs)."""
-        try:
-            return self._literal[url]
-        except KeyError:
-            pass  # first dispatch to this URL
+        a runtime dispatches to a handful of URLs; `post` looks the cache up first)."""
         host = URL(url).host or ""
         found: UrlRefused | None = None
         try:

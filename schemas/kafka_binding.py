@@ -63,7 +63,7 @@ def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
                 bad = (key, raw)
                 continue
             try:
-                attrs[name] = raw.decode("utf-8")
+                attrs[name] = raw.decode()  # UTF-8 (the default: no codec name to parse per header)
             except UnicodeDecodeError:
                 bad = (key, raw)
         elif raw is not None and key.lower() == "content-type":

@@ -165,8 +165,8 @@ class Pipeline:
             n = 0
             while True:
                 n += 1
-                if halt is not None:
-                    halt.check()
+                if halt is not None and halt.halted:
+                    halt.check()  # raises Halted
                 started = perf_counter()
                 resp = await self.gateway.post(self.url, headers, body, timeout=self.timeout)
                 m.latency.observe(perf_counter() - started)

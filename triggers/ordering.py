@@ -120,9 +120,14 @@ class LaneScheduler(Generic[T]):
         else:
             found = self._groups.get(group)
             g = found if found is not None else self._groups.setdefault(group, _Group(group))
+        if self._outstanding == 0:
+            self._idle.clear()  # only on the way out of idle: not a call per item
         g.queued += 1
         self._outstanding += 1
-        self._idle.clear()
+        if g.queued >= self.group_limit and not g.paused:
+            g.paused = True
+            if self._on_full is not None:
+                self._on_full(g.key)
         if lane is None:
             self._ready.append((g, item))
         else:
@@ -131,18 +136,10 @@ class LaneScheduler(Generic[T]):
                 g.lanes.add(lane)
             ln.queue.append(item)
             if ln.active:
-                self._check_full(g)
-                return
+                return  # its worker takes it after the items before it
             ln.active = True
             self._ready.append(ln)
-        self._check_full(g)
         self._wake_worker()
-
-    def _check_full(self, g: _Group) -> None:
-        if not g.paused and g.queued >= self.group_limit:
-            g.paused = True
-            if self._on_full is not None:
-                self._on_full(g.key)
 
     def _wake_worker(self) -> None:
         while self._sleepers:

@@ -158,3 +158,30 @@ async def test_a_lane_seen_in_two_groups_keeps_its_accounts_straight() -> None:
     assert order == list(range(10))
     assert sched.queued("subject.a") == 0 and sched.queued("subject.b") == 0 and sched.outstanding == 0
     await sched.close()
+
+
+async def test_waiting_for_idle_after_a_drain_waits_for_the_new_items() -> None:
+    """`idle` is cleared when the first item arrives after a drain (not on every submit): a waiter must not
+    see the old drain."""
+    gate = asyncio.Event()
+    done: list[int] = []
+
+    async def run(item: int, _halt: Halt) -> None:
+        await gate.wait()
+        done.append(item)
+
+    sched: LaneScheduler[int] = LaneScheduler(run, 2, group_limit=10)
+    gate.set()
+    sched.submit("g", "a", 1)
+    await asyncio.wait_for(sched.wait_idle(), 5)
+    assert done == [1]
+    gate.clear()
+    sched.submit("g", "a", 2)
+    sched.submit("g", None, 3)
+    waiter = asyncio.ensure_future(sched.wait_idle())
+    await asyncio.sleep(0.05)
+    assert not waiter.done() and sched.outstanding == 2
+    gate.set()
+    await asyncio.wait_for(waiter, 5)
+    assert sorted(done) == [1, 2, 3]
+    await sched.close()
