@@ -29,11 +29,9 @@ def probe(**env: str) -> dict[str, int]:
     return found
 
 
-def test_the_loop_runs_with_a_frozen_start_up_and_rarer_young_collections() -> None:
-    from eventbus.loop import GC_GEN0_THRESHOLD
-
+def test_the_loop_runs_with_a_frozen_start_up_and_pythons_thresholds() -> None:
     seen = probe()
-    assert seen["threshold"] == GC_GEN0_THRESHOLD
+    assert seen["threshold"] == 700  # a higher one let a backlog's garbage pile up (see tune_gc)
     assert seen["frozen"] > 0  # what was imported before the loop: out of every later collection's way
 
 
