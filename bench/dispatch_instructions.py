@@ -12,8 +12,7 @@ process, not counted). Records are aiokafka `ConsumerRecord`s built in memory, s
   headers copied from the record, commit bookkeeping);
 - `partition`, `key`, `none`: eventbus's path, the real `SourceDriver`, ordering lanes, pipeline and gateway
   client over a source that serves the in-memory records (`MemorySource`, a `KafkaAdapter` without a
-  consumer: pausing, offsets and flow control as in the real one), with the collector settings `eventbus run`
-  applies (`EVENTBUS_GC=default` keeps Python's).
+  consumer: pausing, offsets and flow control as in the real one).
 
 Kafka's own share (the same aiokafka fetch and decode for every mode) and the wall-clock-driven work (lag
 reads, heartbeats, probes), which callgrind's ~50x slow-down would blow up per event, are left out: this
@@ -48,7 +47,6 @@ from kafka_dispatch import function_server  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from connectors.gateway import GatewayClient  # noqa: E402
-from eventbus.loop import tune_gc  # noqa: E402
 from schemas.loader import parse_triggers  # noqa: E402
 from triggers.delivery import Pipeline  # noqa: E402
 from triggers.driver import SourceDriver  # noqa: E402
@@ -250,7 +248,6 @@ def child(mode: str, url: str, n: int) -> None:
     elif mode == "ref":
         uvloop.run(run_ref(url, records(n)))
     else:
-        tune_gc()  # what `eventbus run` does before its loop starts (the bare loops keep Python's settings)
         uvloop.run(run_eventbus(url, mode, records(n)))
 
 

@@ -9,9 +9,7 @@
 A discarded warm-up run comes first, and each round runs the modes in a rotated order (round n starts
 with the n-th mode), so the cold first run and the position in a round favour no mode. Every measurement
 runs in a fresh child process, so each one's CPU time (`resource.getrusage`, from its first event to its
-last) and peak RSS (`ru_maxrss`) are its own. eventbus's modes run with the collector settings `eventbus run`
-applies (`eventbus.loop.tune_gc`; `EVENTBUS_GC=default` keeps Python's, to compare); the bare loops keep
-Python's. The function is nginx answering 204 when nginx is
+last) and peak RSS (`ru_maxrss`) are its own. The function is nginx answering 204 when nginx is
 installed, else a minimal aiohttp app in another process.
 
     python bench/kafka_dispatch.py [--events 100000] [--partitions 8] [--concurrency 64] [--rounds 3]
@@ -56,7 +54,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from aiokafka.structs import OffsetAndMetadata  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from eventbus.loop import tune_gc  # noqa: E402
 from eventbus.runtime import Runtime, RuntimeConfig  # noqa: E402
 from schemas.loader import parse_triggers  # noqa: E402
 from triggers.metrics import LATENCY_BUCKETS, Durations, Metrics  # noqa: E402
@@ -433,8 +430,7 @@ def throughput(args: argparse.Namespace) -> None:
         print(f"function: {kind} on {gateway}; {args.events} events, {args.partitions} partitions "
               f"({'by key hash' if args.hashed else 'evenly'}), "
               f"concurrency {args.concurrency}, {args.rounds} round(s), loop {', '.join(loops)}; "
-              f"median of the rounds; eventbus's collector settings: "
-              f"{os.environ.get('EVENTBUS_GC') or 'tuned'} (EVENTBUS_GC)", flush=True)
+              f"median of the rounds", flush=True)
         topic = asyncio.run(make_topic(args.bootstrap, args.partitions, args.events, args.hashed))
         if args.warmup:
             r = run_child(args.modes[0], loops[0], topic, gateway, args)
@@ -586,8 +582,6 @@ def main() -> None:
         args.loop = "uvloop" if uvloop_available() else "asyncio"
     if args.child:
         use_loop(args.loop)
-        if args.child not in ("raw", "ref"):
-            tune_gc()  # what `eventbus run` does before its loop starts (the bare loops keep Python's settings)
         asyncio.run(child(args))
         return
     args.bootstrap = bootstrap()
