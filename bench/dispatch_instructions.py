@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import aiohttp  # noqa: E402
 from aiokafka.structs import ConsumerRecord, TopicPartition  # noqa: E402
-from kafka_dispatch import function_server  # noqa: E402
+from kafka_dispatch import ce_headers, function_server  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from connectors.gateway import GatewayClient  # noqa: E402
@@ -177,8 +177,7 @@ async def run_ref(url: str, recs: list[Record]) -> None:
             rec = await q.get()
             while True:
                 t0 = time.perf_counter()
-                headers = {k.replace("ce_", "ce-", 1): v.decode() for k, v in rec.headers}
-                async with session.post(url, data=rec.value, headers=headers) as r:
+                async with session.post(url, data=rec.value, headers=ce_headers(rec.headers)) as r:
                     await r.read()
                     ok = 200 <= r.status < 300
                 if ok:
@@ -217,7 +216,7 @@ async def run_raw(url: str, recs: list[Record], concurrency: int = 64) -> None:
 
         for rec in recs:
             await sem.acquire()
-            t = asyncio.create_task(post(rec.value, {k.replace("ce_", "ce-", 1): v.decode() for k, v in rec.headers}))
+            t = asyncio.create_task(post(rec.value, ce_headers(rec.headers)))
             tasks.add(t)
             t.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)

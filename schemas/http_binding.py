@@ -128,12 +128,7 @@ def to_binary(ev: CloudEvent) -> tuple[dict[str, str], bytes]:
                 header = "ce-" + name
                 if len(names) < 4096:
                     names[name] = header
-            text = value if type(value) is str else canonical_string(value)
-            # encode_header_value's fast path, inline (a call per attribute of every dispatch otherwise)
-            if text.isascii() and text.isprintable() and " " not in text and '"' not in text and "%" not in text:
-                headers[header] = text
-            else:
-                headers[header] = encode_header_value(text)
+            headers[header] = encode_header_value(value if type(value) is str else canonical_string(value))
     if ev.json_data and "Content-Type" not in headers:
         headers["Content-Type"] = "application/json"
     return headers, ev.data if ev.data is not None else b""
