@@ -35,6 +35,10 @@ class CloudEvent:
     # Set when the event came from a JSON-format message whose `data` was JSON: the original JSON
     # text of `data`, so structured re-encoding can embed it verbatim.
     json_data: bool = field(default=False, compare=False)
+    # The binary-mode HTTP headers of exactly these attributes, when the decoder built them on its way (values
+    # that need no percent-encoding): `to_binary` sends a copy instead of encoding again. Set by decoders
+    # only; any changed copy (`with_attributes`) has none.
+    http_headers: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -64,7 +68,7 @@ class CloudEvent:
         """A copy with attributes added or replaced (used for dead-letter and reply annotations)."""
         attrs = dict(self.attributes)
         attrs.update(extra)
-        return CloudEvent(attrs, self.data, self.json_data)
+        return CloudEvent(attrs, self.data, self.json_data)  # no `http_headers`: they would be stale
 
 
 def canonical_string(value: AttributeValue) -> str:
@@ -266,6 +270,11 @@ def _check_name(name: str) -> None:
 
 # String attributes with a format beyond "String" (specversion is checked before the loop).
 _SPECIAL_STRINGS = frozenset({"time", "datacontenttype", "dataschema"})
+
+
+def check_attribute(name: str, value: AttributeValue) -> None:
+    """Raise InvalidCloudEvent unless `value` is valid for the attribute `name` (its type and format)."""
+    _check_value(name, value)
 
 
 def _check_value(name: str, value: AttributeValue) -> None:

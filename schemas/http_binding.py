@@ -117,6 +117,9 @@ def to_binary(ev: CloudEvent) -> tuple[dict[str, str], bytes]:
     """Binary mode: `ce-<name>` headers (percent-encoded canonical strings), Content-Type from
     datacontenttype (`application/json` when the data is JSON from a JSON-format event without one,
     per JSON format L197-205), the data bytes as body (empty when there is no data)."""
+    ready = ev.http_headers
+    if ready is not None:  # built by the decoder: a copy, so the caller may change it
+        return dict(ready), ev.data if ev.data is not None else b""
     headers: dict[str, str] = {}
     names = _CE_HEADER
     for name, value in ev.attributes.items():

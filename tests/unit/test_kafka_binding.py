@@ -271,3 +271,60 @@ def test_wrap_kafka_record_invalid_type_raises() -> None:
             event_type="",
             event_source="s",
         )
+
+
+# --- the fast path: a record whose header keys a valid event taught ------------------------------------------
+
+FAST = [*CE, ("content-type", b"application/json"), ("traceparent", b"00-x")]
+
+
+def test_a_known_record_shape_decodes_with_its_http_headers_ready() -> None:
+    from_kafka(FAST, b"{}")  # teaches the keys
+    ev = from_kafka([*FAST[:1], ("ce_id", b"2"), *FAST[2:]], b'{"a":1}')
+    assert ev is not None and ev.http_headers is not None  # the fast path built them
+    assert dict(ev.attributes) == {**BASE, "id": "2", "datacontenttype": "application/json"}
+    headers, body = to_binary(ev)
+    assert headers == {"ce-specversion": "1.0", "ce-id": "2", "ce-source": "/s", "ce-type": "com.example.x",
+                       "Content-Type": "application/json"}
+    assert body == b'{"a":1}'
+    headers["ce-id"] = "changed"  # a copy: the event keeps its own
+    assert to_binary(ev)[0]["ce-id"] == "2"
+    assert to_binary(ev.with_attributes(id="3"))[0]["ce-id"] == "3"  # a changed copy is encoded again
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (("ce_id", b"a b"), None),  # needs percent-encoding: decoded fast, encoded the usual way
+    (("ce_id", b""), "must be a non-empty String"),
+    (("ce_id", None), "null value"),
+    (("ce_id", b"\xff"), "not valid UTF-8"),
+    (("ce_specversion", b"0.3"), "0.3 is not supported"),
+    (("ce_subject", b"\x7f"), "forbidden character"),
+    (("ce_time", b"2026-13-01T00:00:00Z"), "month out of range"),
+])
+def test_a_known_shape_with_a_fault_gets_the_careful_answer(edit: tuple[str, bytes | None], why: str | None) -> None:
+    from_kafka([*FAST, ("ce_subject", b"s"), ("ce_time", b"2026-12-01T00:00:00Z")], b"")  # teaches the keys
+    record = [h for h in [*FAST, ("ce_subject", b"s"), ("ce_time", b"2026-12-01T00:00:00Z")] if h[0] != edit[0]]
+    record.append(edit)
+    if why is None:
+        ev = from_kafka(record, b"")
+        assert ev is not None and ev.http_headers is None
+        assert to_binary(ev)[0]["ce-id"] == "a%20b"
+        return
+    with pytest.raises(InvalidCloudEvent, match=why):
+        from_kafka(record, b"")
+
+
+def test_a_known_shape_repeating_an_attribute_is_rejected() -> None:
+    from_kafka(FAST, b"")
+    with pytest.raises(InvalidCloudEvent, match="more than once"):
+        from_kafka([*FAST, ("ce_id", b"1")], b"")
+    with pytest.raises(InvalidCloudEvent, match="differs from the content-type"):
+        from_kafka([*FAST, ("ce_datacontenttype", b"text/plain")], b"")
+
+
+def test_a_known_shape_with_a_structured_content_type_is_decoded_as_structured() -> None:
+    from_kafka([*CE, ("ce_datacontenttype", b"application/cloudevents+json")], b"")  # valid in binary mode
+    from_kafka(FAST, b"")
+    ev = from_kafka([*CE, ("content-type", b"application/cloudevents+json")], STRUCT)
+    assert ev is not None and ev.http_headers is None and ev.attributes["id"] == "1"
+    assert ev.data == b'{"a":1}'
