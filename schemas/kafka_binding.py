@@ -46,20 +46,6 @@ def _utf8(value: bytes | None, header: str) -> str:
         ) from exc
 
 
-def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
-    """Decode a Kafka record that is a CloudEvent; None for a raw record (neither binary nor structured).
-
-    Structured when `content-type` starts with `application/cloudevents` (any case); `application/cloudevents
-    +json` is decoded, other formats (and batches, which Kafka does not define) raise UnsupportedFormat.
-    Invalid CloudEvents raise InvalidCloudEvent.
-    """
-    if headers:
-        event = _binary_fast(headers, value)
-        if event is not None:
-            return event
-    return _from_kafka_careful(headers, value)
-
-
 # What `_from_kafka_careful` learnt about header keys it decoded a valid binary-mode event from: the attribute
 # each key carries ("" for a key the binding ignores) and its binary-mode HTTP header name. Bounded: the keys
 # come from producers.
@@ -70,13 +56,23 @@ _BINARY_TYPES: set[str] = set()
 _MAX_KNOWN = 4096
 
 
-def _binary_fast(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
-    """The common record, decoded with a few steps per header and its values checked in one pass: a
-    binary-mode event whose header keys `_from_kafka_careful` has seen before, whose values are non-empty
-    printable ASCII and whose `content-type` is a media type seen valid before. Anything else (a new key, an
-    error, a value that needs a closer look) returns None and takes the careful path, which gives the same
-    event or the precise error. The HTTP headers come with it when no value needs percent-encoding.
-    Allocates little: every container made per event also brings the next garbage collection closer."""
+def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
+    """Decode a Kafka record that is a CloudEvent; None for a raw record (neither binary nor structured).
+
+    Structured when `content-type` starts with `application/cloudevents` (any case); `application/cloudevents
+    +json` is decoded, other formats (and batches, which Kafka does not define) raise UnsupportedFormat.
+    Invalid CloudEvents raise InvalidCloudEvent.
+
+    The common record takes a fast path, a few steps per header and its values checked in one pass: a
+    binary-mode event whose header keys `_from_kafka_careful` has decoded a valid event from before, whose
+    values are non-empty printable ASCII and whose `content-type` is a media type seen valid before; its
+    binary-mode HTTP headers are built on the way when no value needs percent-encoding. Anything else (a new
+    key, a fault, a value that needs a closer look) takes the careful path, which gives the same event or the
+    precise error. The fast path allocates little: every container made per event brings the next garbage
+    collection closer.
+    """
+    if not headers:
+        return _from_kafka_careful(headers, value)
     attrs: dict[str, str] = {}
     http: dict[str, str] = {}
     names = _ATTRIBUTE
@@ -91,32 +87,31 @@ def _binary_fast(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | Non
             else:
                 ignored += 1  # a header the binding ignores, whatever its value
     except (KeyError, AttributeError, TypeError, ValueError):
-        return None
+        return _from_kafka_careful(headers, value)
     values = attrs.values()
-    if len(attrs) + ignored != len(headers) or "" in values or attrs.get("specversion") != SPECVERSION:
-        return None  # an attribute given twice (`content-type` and `ce_datacontenttype` too), or an empty one
-    if "id" not in attrs or "source" not in attrs or "type" not in attrs:
-        return None
     blob = "".join(values)
-    if not (blob.isascii() and blob.isprintable()):
-        return None
+    if (len(attrs) + ignored != len(headers)  # an attribute given twice (`content-type` with `ce_datacontenttype`)
+            or "" in values or attrs.get("specversion") != SPECVERSION
+            or "id" not in attrs or "source" not in attrs or "type" not in attrs
+            or not (blob.isascii() and blob.isprintable())):
+        return _from_kafka_careful(headers, value)
     content_type = attrs.get("datacontenttype")
     if content_type is not None and content_type not in _BINARY_TYPES:
-        return None
+        return _from_kafka_careful(headers, value)
     if "time" in attrs or "dataschema" in attrs:
         try:  # the two formats that vary per event
             for name in ("time", "dataschema"):
                 if name in attrs:
                     check_attribute(name, attrs[name])
         except InvalidCloudEvent:
-            return None
+            return _from_kafka_careful(headers, value)
     if " " in blob or '"' in blob or "%" in blob:
         return CloudEvent(attrs, value)
     return CloudEvent(attrs, value, http_headers=http)
 
 
 def _learn(headers: KafkaHeaders, content_type: str | None) -> None:
-    """Remember the header keys of a valid binary-mode event (and its content type) for `_binary_fast`."""
+    """Remember the header keys of a valid binary-mode event (and its content type) for the fast path."""
     if len(_ATTRIBUTE) >= _MAX_KNOWN:
         return
     for key, _ in headers:

@@ -65,6 +65,8 @@ class SourceDriver(Generic[M]):
         self._sched: LaneScheduler[_Item[M]] | None = None
         self._healthy = True
         self._ack_now: Callable[[M], None] | None = getattr(source, "ack_now", None)
+        self._lane_is_group: bool = getattr(source, "lane_is_group", False)
+        """The source's lane is its group (Kafka `partition` ordering): `lane` need not be called."""
 
     @property
     def lag(self) -> int:
@@ -225,12 +227,23 @@ class SourceDriver(Generic[M]):
                 msgs = fetch.result()
                 if not src.current():
                     continue  # fetched before a revocation: the next owner (maybe us again) reads them
+                decode, group, lane, submit = src.decode, src.group, src.lane, sched.submit  # `_submit`, inline
+                by_group = self._lane_is_group
                 for msg in msgs:
-                    self._submit(sched, msg)
+                    try:
+                        event: CloudEvent | None = decode(msg)
+                        error: str | None = None
+                    except SchemaError as exc:
+                        event, error = None, str(exc)
+                    except Exception as exc:  # a decoder bug: still dead-lettered raw, never a crashed trigger
+                        event, error = None, internal_reason(exc)
+                    g = group(msg)
+                    submit(g, g if by_group else lane(msg, event), (msg, event, error))
         finally:
             stop.cancel()
 
     def _submit(self, sched: LaneScheduler[_Item[M]], msg: M) -> None:
+        """Decode a message and queue it (`_fetch_loop` has this inline: it runs for every message)."""
         src = self.source
         event: CloudEvent | None = None
         error: str | None = None
@@ -240,7 +253,8 @@ class SourceDriver(Generic[M]):
             error = str(exc)
         except Exception as exc:  # a decoder bug: still dead-lettered raw, never a crashed trigger
             error = internal_reason(exc)
-        sched.submit(src.group(msg), src.lane(msg, event), (msg, event, error))
+        g = src.group(msg)
+        sched.submit(g, g if self._lane_is_group else src.lane(msg, event), (msg, event, error))
 
     # --- settling -----------------------------------------------------------------------------
 

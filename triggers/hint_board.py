@@ -64,6 +64,7 @@ class _State:
     queues: list[asyncio.Queue[Hint]] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     gauges: tuple[Gauge, Gauge, Gauge, Gauge] | None = None  # the trigger's children, resolved once
+    wake: Callable[[], None] = field(default=lambda: None)  # `HintBoard.wake` for this key, once registered
 
 
 def _idle(hint: Hint | None) -> bool:
@@ -167,7 +168,9 @@ class HintBoard:
     def _register(self, key: str) -> None:
         """Only a started board takes the wake-ups (a runtime's private timer runtime shares the metrics)."""
         if self.metrics is not None:
-            self.metrics.wakers[key] = functools.partial(self.wake, key)  # no Python frame of its own per event
+            st = self._states[key]
+            st.wake = functools.partial(self.wake, key)  # no Python frame of its own
+            self.metrics.wakers[key] = st  # the received count reads `wake_pending` before it calls `wake`
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._tasks) if t is not None]

@@ -4,8 +4,9 @@ without locks or label lookups; a collector exports them under the same families
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -46,22 +47,31 @@ class Durations:
         self.counts[bisect_left(self.buckets, seconds)] += 1
 
 
+class Waker(Protocol):
+    """What wakes a trigger's lag watcher (the hint board's state of that trigger)."""
+
+    wake_pending: bool
+    """A re-read is already due: no need to call `wake` (the common case under load)."""
+
+    def wake(self) -> None: ...
+
+
 class _Received(Count):
     """The received count of one trigger that also wakes its lag watcher, so a scaling hint reacts to the
     first event at once instead of at the next periodic read."""
 
     __slots__ = ("key", "wakers")
 
-    def __init__(self, wakers: dict[str, Callable[[], None]], key: str) -> None:
+    def __init__(self, wakers: dict[str, Waker], key: str) -> None:
         super().__init__()
         self.wakers = wakers
         self.key = key
 
     def inc(self, amount: float = 1) -> None:
         self.value += amount
-        wake = self.wakers.get(self.key)
-        if wake is not None:
-            wake()
+        waker = self.wakers.get(self.key)
+        if waker is not None and not waker.wake_pending:  # read here: no call per event while a read is due
+            waker.wake()
 
 
 _COUNTERS = (
@@ -159,7 +169,7 @@ class Metrics:
         self.abandoned = 0
         """Events a stop abandoned unsettled when its grace period ran out (source-driven triggers): the shutdown
         report reads it, so it does not rest on a watchdog thread sampling `in_flight` at the right instant."""
-        self.wakers: dict[str, Callable[[], None]] = {}
+        self.wakers: dict[str, Waker] = {}
         """Trigger key -> the lag watcher's wake-up: called when an event is taken (see `_Received`)."""
 
     def for_trigger(self, trigger: str) -> TriggerMetrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 
 class PartitionOffsets:
@@ -21,6 +22,14 @@ class PartitionOffsets:
         if self._pending and offset <= self._pending[-1]:
             raise ValueError(f"offset {offset} arrived after {self._pending[-1]}")
         self._pending.append(offset)
+
+    def add_all(self, offsets: Iterable[int]) -> None:
+        """Register a fetched batch's offsets, in increasing order (as a partition's records come): one call per
+        batch, not per record."""
+        batch = list(offsets)
+        if batch and self._pending and batch[0] <= self._pending[-1]:
+            raise ValueError(f"offset {batch[0]} arrived after {self._pending[-1]}")
+        self._pending.extend(batch)
 
     def settle(self, offset: int) -> None:
         """Mark an offset's fate settled and advance the commit position over the settled prefix."""

@@ -213,9 +213,12 @@ class LaneScheduler(Generic[T]):
                         if self._lanes.get(lane.key) is lane:
                             del self._lanes[lane.key]
                             g.lanes.discard(lane.key)
-                self._done(1)
+                self._outstanding -= 1  # `_done(1)`, inline: it runs for every item
+                if self._outstanding == 0 or self._room is not None:
+                    self._done(0)
 
     def _done(self, n: int) -> None:
+        """`n` items ended: wake the waiters for idle and for room."""
         self._outstanding -= n
         if self._outstanding == 0:
             self._idle.set()

@@ -50,3 +50,17 @@ def test_out_of_order_add_is_rejected() -> None:
     t.add(5)
     with pytest.raises(ValueError, match="arrived after"):
         t.add(5)
+
+
+def test_a_batch_is_added_at_once_and_must_come_after_what_is_pending() -> None:
+    t = PartitionOffsets()
+    t.add_all([3, 4, 7])
+    t.add_all([])
+    t.add_all(iter([8]))
+    assert t.in_flight == 4
+    with pytest.raises(ValueError, match="offset 8 arrived after 8"):
+        t.add_all([8, 9])
+    assert t.in_flight == 4  # a refused batch adds nothing
+    for o in (4, 3, 7):
+        t.settle(o)
+    assert t.position == 8
