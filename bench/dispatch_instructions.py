@@ -19,6 +19,12 @@ reads, heartbeats, probes), which callgrind's ~50x slow-down would blow up per e
 compares the dispatch work per event, `kafka_dispatch.py` measures the whole thing.
 
     python bench/dispatch_instructions.py [--modes post,ref,partition,key,none] [--small 400 --big 2000]
+
+With `--opcodes`, no valgrind: each child runs under a Python opcode tracer instead, and the figure is Python
+opcodes per event, in all and per function, the functions of eventbus's packages and of the bench's loops
+listed (the top `--top`). That shows where a mode's own Python work goes, deterministically, in seconds.
+
+    python bench/dispatch_instructions.py --opcodes --modes ref,partition
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -115,10 +122,9 @@ class MemorySource(KafkaAdapter):
             tracker = self.offsets.get(tp)
             if tracker is None:
                 tracker = self.offsets[tp] = PartitionOffsets()
-            while q and len(out) < limit:
-                r = q.popleft()
-                tracker.add(r.offset)
-                out.append(r)
+            batch = [q.popleft() for _ in range(min(len(q), limit - len(out)))]
+            tracker.add_all(r.offset for r in batch)  # as `KafkaAdapter.fetch` registers a partition's batch
+            out.extend(batch)
         self._batch_generation = self._generation
         return out
 
@@ -250,6 +256,48 @@ def child(mode: str, url: str, n: int) -> None:
         uvloop.run(run_eventbus(url, mode, records(n)))
 
 
+def trace_opcodes(out: Path, run: Any, *args: Any) -> None:
+    """Run `run(*args)` counting the Python opcodes each function executes; write {function: count} to `out`."""
+    counts: dict[str, int] = {}
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        code = frame.f_code
+        path = Path(code.co_filename)
+        where = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else f"~/{path.name}"
+        name = f"{where}:{code.co_name}"
+
+        def per_opcode(frame: Any, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                counts[name] = counts.get(name, 0) + 1
+            return per_opcode
+        return per_opcode
+
+    sys.settrace(tracer)
+    try:
+        run(*args)
+    finally:
+        sys.settrace(None)
+    out.write_text(json.dumps(counts))
+
+
+OWN = ("schemas", "connectors", "triggers", "eventbus", "bench")
+
+
+def opcodes(mode: str, url: str, n: int) -> dict[str, int]:
+    """Opcodes per function (`package/module.py:function`, `~/module.py:function` outside the repository) of
+    one traced child run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "counts.json"
+        cmd = [sys.executable, __file__, "--child", mode, "--url", url, "--events", str(n), "--trace", str(out)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO)
+        if done.returncode != 0:
+            raise SystemExit(f"{mode} with {n} events failed (rc {done.returncode}):\n{done.stderr[-2000:]}")
+        counts: dict[str, int] = json.loads(out.read_text())
+        return counts
+
+
 def count(mode: str, url: str, n: int) -> int:
     """Instructions of one child run under callgrind."""
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
@@ -266,18 +314,27 @@ def main() -> None:
     ap.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES), help=f"from {','.join(MODES)}")
     ap.add_argument("--small", type=int, default=400, help="events in the small run")
     ap.add_argument("--big", type=int, default=2000, help="events in the big run")
+    ap.add_argument("--opcodes", action="store_true", help="count Python opcodes per event instead (no valgrind)")
+    ap.add_argument("--top", type=int, default=25, help="with --opcodes: functions listed per mode")
     ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    ap.add_argument("--trace", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--events", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.url, args.events)
+        if args.trace:
+            trace_opcodes(args.trace, child, args.child, args.url, args.events)
+        else:
+            child(args.child, args.url, args.events)
         return
     unknown = [m for m in args.modes if m not in MODES]
     if unknown:
         ap.error(f"unknown mode(s) {unknown}; choose from {MODES}")
     if args.big <= args.small or args.small % WORKERS or args.big % WORKERS:
         ap.error(f"--big must exceed --small, and both be multiples of {WORKERS}")
+    if args.opcodes:
+        opcode_report(args)
+        return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     per_event: dict[str, float] = {}
@@ -296,6 +353,28 @@ def main() -> None:
         vs_ref = f"{per / per_event['ref']:.3f}" if "ref" in per_event else "-"
         above = f"{(per - per_event['post']) / 1000:+.1f}k" if "post" in per_event else "-"
         print(f"| {mode} | {per / 1000:.1f}k | {vs_ref} | {above} |")
+
+
+def opcode_report(args: argparse.Namespace) -> None:
+    """`--opcodes`: Python opcodes per event of each mode, in all and per function of eventbus and the bench."""
+    totals: dict[str, float] = {}
+    with function_server() as (port, kind):
+        url = f"http://127.0.0.1:{port}/bench/fn"
+        print(f"function: {kind}; Python opcodes per event = (count at {args.big} - count at {args.small}) / "
+              f"{args.big - args.small}", flush=True)
+        for mode in args.modes:
+            small, big = opcodes(mode, url, args.small), opcodes(mode, url, args.big)
+            per = {f: (big.get(f, 0) - small.get(f, 0)) / (args.big - args.small) for f in big.keys() | small}
+            totals[mode] = sum(per.values())
+            listed = sorted(((v, f) for f, v in per.items() if f.split("/")[0] in OWN and v >= 0.5), reverse=True)
+            print(f"\n{mode}: {totals[mode]:.0f} opcodes/event; eventbus and bench functions "
+                  f"({sum(v for v, _ in listed):.0f} in all):")
+            for v, f in listed[:args.top]:
+                print(f"  {v:8.1f}  {f}")
+    if "ref" in totals:
+        print()
+        for mode, total in totals.items():
+            print(f"{mode}: {total:.0f} opcodes/event, {total / totals['ref']:.3f} x ref")
 
 
 if __name__ == "__main__":

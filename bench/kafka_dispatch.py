@@ -296,7 +296,7 @@ async def partition_reference(bs: str, topic: str, url: str, events: int, queue_
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         committer = asyncio.create_task(commit_loop())
-        fetch = asyncio.ensure_future(asyncio.sleep(0))
+        fetch: asyncio.Future[Any] = asyncio.ensure_future(asyncio.sleep(0))
         while not finished.is_set():
             fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=200, max_records=500))
             await asyncio.wait({fetch, asyncio.ensure_future(finished.wait())}, return_when=asyncio.FIRST_COMPLETED)
