@@ -39,10 +39,10 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -66,6 +66,7 @@ MODES = ("post", "raw", "ref", "partition", "key", "none")
 PARTITIONS = 8
 WORKERS = 8
 Record: TypeAlias = "ConsumerRecord[Any, Any]"
+M = TypeVar("M")
 
 
 def records(n: int) -> list[Record]:
@@ -285,28 +286,45 @@ def trace_opcodes(out: Path, run: Any, *args: Any) -> None:
 OWN = ("schemas", "connectors", "triggers", "eventbus", "bench")
 
 
+def run_measured(mode: str, url: str, n: int, *, prefix: Sequence[str] = (), suffix: Sequence[str] = ()
+                 ) -> subprocess.CompletedProcess[str]:
+    """One child run (`prefix` before the interpreter, `suffix` after the child's arguments); exits with the
+    child's output when it fails."""
+    cmd = [*prefix, sys.executable, __file__, "--child", mode, "--url", url, "--events", str(n), *suffix]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} with {n} events failed (rc {done.returncode}):\n{done.stderr[-2000:]}")
+    return done
+
+
 def opcodes(mode: str, url: str, n: int) -> dict[str, int]:
     """Opcodes per function (`package/module.py:function`, `~/module.py:function` outside the repository) of
     one traced child run."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "counts.json"
-        cmd = [sys.executable, __file__, "--child", mode, "--url", url, "--events", str(n), "--trace", str(out)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO)
-        if done.returncode != 0:
-            raise SystemExit(f"{mode} with {n} events failed (rc {done.returncode}):\n{done.stderr[-2000:]}")
+        run_measured(mode, url, n, suffix=["--trace", str(out)])
         counts: dict[str, int] = json.loads(out.read_text())
         return counts
 
 
 def count(mode: str, url: str, n: int) -> int:
     """Instructions of one child run under callgrind."""
-    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-           "--child", mode, "--url", url, "--events", str(n)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO)
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if out.returncode != 0 or found is None:
-        raise SystemExit(f"{mode} with {n} events failed (rc {out.returncode}):\n{out.stderr[-2000:]}")
+    done = run_measured(mode, url, n, prefix=["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"])
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise SystemExit(f"{mode} with {n} events: no callgrind total in its output:\n{done.stderr[-2000:]}")
     return int(found.group(1))
+
+
+def each_mode(args: argparse.Namespace, measure: Callable[[str, str, int], M], what: str
+              ) -> Iterator[tuple[str, M, M]]:
+    """(mode, measured at --small, measured at --big) for each mode, against one function server."""
+    with function_server() as (port, kind):
+        url = f"http://127.0.0.1:{port}/bench/fn"
+        print(f"function: {kind}; {what} per event = (count at {args.big} - count at {args.small}) / "
+              f"{args.big - args.small}", flush=True)
+        for mode in args.modes:
+            yield mode, measure(mode, url, args.small), measure(mode, url, args.big)
 
 
 def main() -> None:
@@ -338,14 +356,9 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     per_event: dict[str, float] = {}
-    with function_server() as (port, kind):
-        url = f"http://127.0.0.1:{port}/bench/fn"
-        print(f"function: {kind}; instructions per event = (count at {args.big} - count at {args.small}) / "
-              f"{args.big - args.small}", flush=True)
-        for mode in args.modes:
-            small, big = count(mode, url, args.small), count(mode, url, args.big)
-            per_event[mode] = (big - small) / (args.big - args.small)
-            print(f"  {mode:10s} {per_event[mode] / 1000:8.1f}k instructions/event", flush=True)
+    for mode, small, big in each_mode(args, count, "instructions"):
+        per_event[mode] = (big - small) / (args.big - args.small)
+        print(f"  {mode:10s} {per_event[mode] / 1000:8.1f}k instructions/event", flush=True)
     print()
     print("| mode | instructions/event | vs ref | above the bare POST |")
     print("|---|---|---|---|")
@@ -358,19 +371,14 @@ def main() -> None:
 def opcode_report(args: argparse.Namespace) -> None:
     """`--opcodes`: Python opcodes per event of each mode, in all and per function of eventbus and the bench."""
     totals: dict[str, float] = {}
-    with function_server() as (port, kind):
-        url = f"http://127.0.0.1:{port}/bench/fn"
-        print(f"function: {kind}; Python opcodes per event = (count at {args.big} - count at {args.small}) / "
-              f"{args.big - args.small}", flush=True)
-        for mode in args.modes:
-            small, big = opcodes(mode, url, args.small), opcodes(mode, url, args.big)
-            per = {f: (big.get(f, 0) - small.get(f, 0)) / (args.big - args.small) for f in big.keys() | small}
-            totals[mode] = sum(per.values())
-            listed = sorted(((v, f) for f, v in per.items() if f.split("/")[0] in OWN and v >= 0.5), reverse=True)
-            print(f"\n{mode}: {totals[mode]:.0f} opcodes/event; eventbus and bench functions "
-                  f"({sum(v for v, _ in listed):.0f} in all):")
-            for v, f in listed[:args.top]:
-                print(f"  {v:8.1f}  {f}")
+    for mode, small, big in each_mode(args, opcodes, "Python opcodes"):
+        per = {f: (big.get(f, 0) - small.get(f, 0)) / (args.big - args.small) for f in big.keys() | small}
+        totals[mode] = sum(per.values())
+        listed = sorted(((v, f) for f, v in per.items() if f.split("/")[0] in OWN and v >= 0.5), reverse=True)
+        print(f"\n{mode}: {totals[mode]:.0f} opcodes/event; eventbus and bench functions "
+              f"({sum(v for v, _ in listed):.0f} in all):")
+        for v, f in listed[:args.top]:
+            print(f"  {v:8.1f}  {f}")
     if "ref" in totals:
         print()
         for mode, total in totals.items():

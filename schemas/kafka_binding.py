@@ -110,6 +110,11 @@ def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
     return CloudEvent(attrs, value, http_headers=http)
 
 
+def _structured(content_type: str) -> bool:
+    """Whether a `content-type` header marks a structured-mode record (`application/cloudevents...`, any case)."""
+    return content_type.lstrip().lower().startswith("application/cloudevents")
+
+
 def _learn(headers: KafkaHeaders, content_type: str | None) -> None:
     """Remember the header keys of a valid binary-mode event (and its content type) for the fast path."""
     if len(_ATTRIBUTE) >= _MAX_KNOWN:
@@ -123,8 +128,7 @@ def _learn(headers: KafkaHeaders, content_type: str | None) -> None:
             _HTTP_NAME[key] = "Content-Type"
         else:
             _ATTRIBUTE[key] = _HTTP_NAME[key] = ""
-    if (content_type is not None and len(_BINARY_TYPES) < _MAX_KNOWN
-            and not content_type.lower().startswith("application/cloudevents")):
+    if content_type is not None and len(_BINARY_TYPES) < _MAX_KNOWN and not _structured(content_type):
         _BINARY_TYPES.add(content_type)  # as a `content-type` header, this one would mean structured mode
 
 
@@ -149,7 +153,7 @@ def _from_kafka_careful(headers: KafkaHeaders, value: bytes | None) -> CloudEven
             if content_type is not None:
                 raise InvalidCloudEvent("header appears more than once", key, location="header")
             content_type = _utf8(raw, key)
-    if content_type is not None and content_type.lstrip().lower().startswith("application/cloudevents"):
+    if content_type is not None and _structured(content_type):
         media_type = content_type.partition(";")[0].strip().lower()
         if media_type == BATCH_MEDIA_TYPE:
             raise UnsupportedFormat(content_type, "the Kafka binding has no batch mode")

@@ -180,8 +180,7 @@ class SourceDriver(Generic[M]):
             self.ready.set()
             await self._fetch_loop(sched, helpers)
             self.ready.clear()
-            for msg in await src.stop_intake():
-                self._submit(sched, msg)
+            self._submit_all(sched, await src.stop_intake())
             try:
                 async with asyncio.timeout(grace):
                     await sched.wait_idle()
@@ -232,34 +231,26 @@ class SourceDriver(Generic[M]):
                 msgs = fetch.result()
                 if not src.current():
                     continue  # fetched before a revocation: the next owner (maybe us again) reads them
-                decode, group, lane, submit = src.decode, src.group, src.lane, sched.submit  # `_submit`, inline
-                by_group = self._lane_is_group
-                for msg in msgs:
-                    try:
-                        event: CloudEvent | None = decode(msg)
-                        error: str | None = None
-                    except SchemaError as exc:
-                        event, error = None, str(exc)
-                    except Exception as exc:  # a decoder bug: still dead-lettered raw, never a crashed trigger
-                        event, error = None, internal_reason(exc)
-                    g = group(msg)
-                    submit(g, g if by_group else lane(msg, event), (msg, event, error))
+                self._submit_all(sched, msgs)
         finally:
             stop.cancel()
 
-    def _submit(self, sched: LaneScheduler[_Item[M]], msg: M) -> None:
-        """Decode a message and queue it (`_fetch_loop` has this inline: it runs for every message)."""
+    def _submit_all(self, sched: LaneScheduler[_Item[M]], msgs: Iterable[M]) -> None:
+        """Decode messages and queue them: one call per batch, the per-message work in this one loop (it runs
+        for every message, so what it calls is looked up once)."""
         src = self.source
-        event: CloudEvent | None = None
-        error: str | None = None
-        try:
-            event = src.decode(msg)
-        except SchemaError as exc:
-            error = str(exc)
-        except Exception as exc:  # a decoder bug: still dead-lettered raw, never a crashed trigger
-            error = internal_reason(exc)
-        g = src.group(msg)
-        sched.submit(g, g if self._lane_is_group else src.lane(msg, event), (msg, event, error))
+        decode, group, lane, submit = src.decode, src.group, src.lane, sched.submit
+        by_group = self._lane_is_group
+        for msg in msgs:
+            try:
+                event: CloudEvent | None = decode(msg)
+                error: str | None = None
+            except SchemaError as exc:
+                event, error = None, str(exc)
+            except Exception as exc:  # a decoder bug: still dead-lettered raw, never a crashed trigger
+                event, error = None, internal_reason(exc)
+            g = group(msg)
+            submit(g, g if by_group else lane(msg, event), (msg, event, error))
 
     # --- settling -----------------------------------------------------------------------------
 

@@ -19,9 +19,7 @@ class PartitionOffsets:
 
     def add(self, offset: int) -> None:
         """Register a fetched offset (offsets of a partition arrive in increasing order)."""
-        if self._pending and offset <= self._pending[-1]:
-            raise ValueError(f"offset {offset} arrived after {self._pending[-1]}")
-        self._pending.append(offset)
+        self.add_all((offset,))
 
     def add_all(self, offsets: Iterable[int]) -> None:
         """Register a fetched batch's offsets, in increasing order (as a partition's records come): one call per

@@ -213,13 +213,17 @@ class LaneScheduler(Generic[T]):
                         if self._lanes.get(lane.key) is lane:
                             del self._lanes[lane.key]
                             g.lanes.discard(lane.key)
-                self._outstanding -= 1  # `_done(1)`, inline: it runs for every item
+                self._outstanding -= 1  # `_done(1)` without a call per item: `_wake_waiters` only when due
                 if self._outstanding == 0 or self._room is not None:
-                    self._done(0)
+                    self._wake_waiters()
 
     def _done(self, n: int) -> None:
-        """`n` items ended: wake the waiters for idle and for room."""
+        """`n` items ended (or were dropped)."""
         self._outstanding -= n
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """Wake who waits for idle, or for room below a limit, when that has come."""
         if self._outstanding == 0:
             self._idle.set()
         if self._room is not None and self._outstanding < self._room_below:
