@@ -334,6 +334,8 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=2000, help="events in the big run")
     ap.add_argument("--opcodes", action="store_true", help="count Python opcodes per event instead (no valgrind)")
     ap.add_argument("--top", type=int, default=25, help="with --opcodes: functions listed per mode")
+    ap.add_argument("--libraries", action="store_true",
+                    help="with --opcodes: list the libraries' functions too (aiohttp, asyncio, ...)")
     ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     ap.add_argument("--trace", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
@@ -374,8 +376,10 @@ def opcode_report(args: argparse.Namespace) -> None:
     for mode, small, big in each_mode(args, opcodes, "Python opcodes"):
         per = {f: (big.get(f, 0) - small.get(f, 0)) / (args.big - args.small) for f in big.keys() | small}
         totals[mode] = sum(per.values())
-        listed = sorted(((v, f) for f, v in per.items() if f.split("/")[0] in OWN and v >= 0.5), reverse=True)
-        print(f"\n{mode}: {totals[mode]:.0f} opcodes/event; eventbus and bench functions "
+        shown = [(v, f) for f, v in per.items() if (args.libraries or f.split("/")[0] in OWN) and v >= 0.5]
+        listed = sorted(shown, reverse=True)
+        which = "all" if args.libraries else "eventbus and bench"
+        print(f"\n{mode}: {totals[mode]:.0f} opcodes/event; {which} functions "
               f"({sum(v for v, _ in listed):.0f} in all):")
         for v, f in listed[:args.top]:
             print(f"  {v:8.1f}  {f}")

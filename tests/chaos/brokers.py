@@ -8,6 +8,7 @@ with their data in a test's tmp dir so a restart finds it again.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,11 @@ from pathlib import Path
 KAFKA_VERSION = os.environ.get("EVENTBUS_KAFKA_VERSION", "4.1.1")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eventbus"
 KAFKA_HOME = CACHE / f"kafka-{KAFKA_VERSION}"
+SERVICES = Path(__file__).resolve().parents[2] / "scripts" / "services"
+_LAYOUT = re.search(r"^KAFKA_LAYOUT=(\d+)$", SERVICES.read_text(), re.MULTILINE)
+KAFKA_TEMPLATE = KAFKA_HOME / f"formatted-v{_LAYOUT.group(1) if _LAYOUT else '?'}" / "data"
+"""The formatted, empty log dir `scripts/services` keeps (named by its KAFKA_LAYOUT, read from the script so the
+two cannot drift apart: a fresh machine has only the current one)."""
 START_TIMEOUT = 120.0
 
 
@@ -98,7 +104,7 @@ class PrivateKafka(_Process):
     def __init__(self, workdir: Path) -> None:
         super().__init__("kafka", workdir)
         libs = KAFKA_HOME / "libs"
-        template = KAFKA_HOME / "formatted"
+        template = KAFKA_TEMPLATE
         if not (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file() or not (template / "meta.properties").is_file():
             raise BrokerError(f"no Kafka {KAFKA_VERSION} jars/template in {KAFKA_HOME}: run `scripts/services up` once")
         if shutil.which("java") is None:

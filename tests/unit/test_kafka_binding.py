@@ -292,19 +292,23 @@ def test_a_known_record_shape_decodes_with_its_http_headers_ready() -> None:
     assert to_binary(ev.with_attributes(id="3"))[0]["ce-id"] == "3"  # a changed copy is encoded again
 
 
+KNOWN = [*FAST, ("ce_subject", b"s"), ("ce_time", b"2026-12-01T00:00:00Z")]
+
+
 @pytest.mark.parametrize(("edit", "why"), [
     (("ce_id", b"a b"), None),  # needs percent-encoding: decoded fast, encoded the usual way
     (("ce_id", b""), "must be a non-empty String"),
     (("ce_id", None), "null value"),
     (("ce_id", b"\xff"), "not valid UTF-8"),
+    (("ce_id", b"a\nb"), "forbidden character"),  # the fast path's own separator
     (("ce_specversion", b"0.3"), "0.3 is not supported"),
     (("ce_subject", b"\x7f"), "forbidden character"),
     (("ce_time", b"2026-13-01T00:00:00Z"), "month out of range"),
+    (("content-type", b"not a type"), "media type"),
 ])
 def test_a_known_shape_with_a_fault_gets_the_careful_answer(edit: tuple[str, bytes | None], why: str | None) -> None:
-    from_kafka([*FAST, ("ce_subject", b"s"), ("ce_time", b"2026-12-01T00:00:00Z")], b"")  # teaches the keys
-    record = [h for h in [*FAST, ("ce_subject", b"s"), ("ce_time", b"2026-12-01T00:00:00Z")] if h[0] != edit[0]]
-    record.append(edit)
+    from_kafka(KNOWN, b"")  # teaches the shape: these keys in this order
+    record = [edit if h[0] == edit[0] else h for h in KNOWN]  # the same keys, one value changed
     if why is None:
         ev = from_kafka(record, b"")
         assert ev is not None and ev.http_headers is None
@@ -312,6 +316,22 @@ def test_a_known_shape_with_a_fault_gets_the_careful_answer(edit: tuple[str, byt
         return
     with pytest.raises(InvalidCloudEvent, match=why):
         from_kafka(record, b"")
+
+
+def test_a_known_shape_with_the_separator_in_its_last_value_gets_the_careful_answer() -> None:
+    shape = [*FAST, ("ce_subject", b"s")]
+    from_kafka(shape, b"")
+    with pytest.raises(InvalidCloudEvent, match="forbidden character"):  # not one value more
+        from_kafka([*FAST, ("ce_subject", b"s\nt")], b"")
+
+
+def test_a_known_shape_with_a_new_content_type_is_learnt() -> None:
+    from_kafka(KNOWN, b"")
+    record = [("content-type", b"text/x-new") if h[0] == "content-type" else h for h in KNOWN]
+    first = from_kafka(record, b"")  # a media type not seen before: the careful path checks it
+    assert first is not None and first.http_headers is None and first.datacontenttype == "text/x-new"
+    again = from_kafka(record, b"")  # now known
+    assert again is not None and again.http_headers is not None and again == first
 
 
 def test_a_known_shape_repeating_an_attribute_is_rejected() -> None:
@@ -325,6 +345,6 @@ def test_a_known_shape_repeating_an_attribute_is_rejected() -> None:
 def test_a_known_shape_with_a_structured_content_type_is_decoded_as_structured() -> None:
     from_kafka([*CE, ("ce_datacontenttype", b"application/cloudevents+json")], b"")  # valid in binary mode
     from_kafka(FAST, b"")
-    ev = from_kafka([*CE, ("content-type", b"application/cloudevents+json")], STRUCT)
+    ev = from_kafka([*CE, ("content-type", b"application/cloudevents+json"), ("traceparent", b"00-x")], STRUCT)
     assert ev is not None and ev.http_headers is None and ev.attributes["id"] == "1"
     assert ev.data == b'{"a":1}'
