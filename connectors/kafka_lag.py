@@ -88,20 +88,23 @@ class KafkaLagReader:
         self._fetched_at: dict[TopicPartition, tuple[float, int, int]] = {}
         """Partition -> (when, offset, timestamp) of the last head fetched there (see `_recent_head`)."""
         self._fetch_lock = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
+        """Two reads that find the reader unstarted (a wake-up beside the periodic read) start it once."""
         self._started = False
         self.calls = 0
         self.head_fetches = 0
 
     async def start(self) -> None:
-        if self._started:
-            return
-        try:
-            await self._admin.start()
-            await self._consumer.start()
-        except KafkaError as exc:
-            await self.close()
-            raise KafkaLagError(f"cannot reach Kafka at {self.bootstrap}: {exc!r}") from exc
-        self._started = True
+        async with self._start_lock:
+            if self._started:
+                return
+            try:
+                await self._admin.start()
+                await self._consumer.start()
+            except KafkaError as exc:
+                await self.close()
+                raise KafkaLagError(f"cannot reach Kafka at {self.bootstrap}: {exc!r}") from exc
+            self._started = True
 
     async def close(self) -> None:
         self._started = False

@@ -237,10 +237,13 @@ class SourceDriver(Generic[M]):
 
     def _submit_all(self, sched: LaneScheduler[_Item[M]], msgs: Iterable[M]) -> None:
         """Decode messages and queue them: one call per batch, the per-message work in this one loop (it runs
-        for every message, so what it calls is looked up once)."""
+        for every message, so what it calls is looked up once). Where the lane is the group, a run of one
+        group's messages (a fetched batch holds them together) is queued at once."""
         src = self.source
         decode, group, lane, submit = src.decode, src.group, src.lane, sched.submit
         by_group = self._lane_is_group
+        run: list[_Item[M]] = []
+        run_group: Hashable = None
         for msg in msgs:
             try:
                 event: CloudEvent | None = decode(msg)
@@ -250,7 +253,17 @@ class SourceDriver(Generic[M]):
             except Exception as exc:  # a decoder bug: still dead-lettered raw, never a crashed trigger
                 event, error = None, internal_reason(exc)
             g = group(msg)
-            submit(g, g if by_group else lane(msg, event), (msg, event, error))
+            if not by_group:
+                submit(g, lane(msg, event), (msg, event, error))
+                continue
+            if g != run_group:
+                if run:
+                    sched.submit_run(run_group, run)
+                    run = []
+                run_group = g
+            run.append((msg, event, error))
+        if run:
+            sched.submit_run(run_group, run)
 
     # --- settling -----------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ partition for `partition` ordering, the partition and key for `key`, none at all
 has a bounded queue: when it holds `group_limit` queued items, `on_full(group)` is called (the source
 pauses that partition alone) and `on_room(group)` once it has drained to half. A fixed pool of
 `concurrency` workers runs the items, round robin over the lanes that have work, so `concurrency` bounds
-requests in flight (running items), not queued ones, and a hot group never starves a quiet one.
+requests in flight (running items), not queued ones, and a hot group never starves a quiet one (a worker
+stays on its lane only while no other lane waits).
 Workers are long-lived tasks that loop; no task is created per item.
 
 Each group has a `Halt` token, handed to the handler with every item. `revoke` sets it: a running item
@@ -141,6 +142,36 @@ class LaneScheduler(Generic[T]):
             self._ready.append(ln)
         self._wake_worker()
 
+    def submit_run(self, group: Hashable, items: list[T]) -> None:
+        """`submit(group, group, item)` for each of `items` in order, at once: a run of one group's items whose
+        lane is the group (`partition` ordering), as a fetched batch holds them."""
+        if self._closed:
+            raise RuntimeError("scheduler is closed")
+        ln = self._lanes.get(group)
+        if ln is not None:
+            g = ln.group
+        else:
+            found = self._groups.get(group)
+            g = found if found is not None else self._groups.setdefault(group, _Group(group))
+        if self._outstanding == 0:
+            self._idle.clear()
+        n = len(items)
+        g.queued += n
+        self._outstanding += n
+        if g.queued >= self.group_limit and not g.paused:
+            g.paused = True
+            if self._on_full is not None:
+                self._on_full(g.key)
+        if ln is None:
+            ln = self._lanes[group] = _Lane(group, g)
+            g.lanes.add(group)
+        ln.queue.extend(items)
+        if ln.active:
+            return
+        ln.active = True
+        self._ready.append(ln)
+        self._wake_worker()
+
     def _wake_worker(self) -> None:
         while self._sleepers:
             fut = self._sleepers.popleft()
@@ -169,6 +200,7 @@ class LaneScheduler(Generic[T]):
         assert me is not None
         workers = self._workers
         ready = self._ready
+        handler = self._handler
         loop = asyncio.get_running_loop()
         while True:
             if not ready:
@@ -177,45 +209,71 @@ class LaneScheduler(Generic[T]):
                 await fut
                 continue
             entry = ready.popleft()
-            lane: _Lane[T] | None
             if isinstance(entry, tuple):
                 g, item = entry
-                lane = None
-            else:
-                lane = entry
-                g = lane.group
-                item = lane.queue.popleft()
-                lane.running = True
-            g.queued -= 1
+                g.queued -= 1
+                g.running += 1
+                if g.paused and g.queued <= self._resume_at:
+                    g.paused = False
+                    if self._on_room is not None:
+                        self._on_room(g.key)
+                workers[me] = g
+                try:
+                    await handler(item, g.halt)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("item handler failed")  # the driver settles every path; this is a bug
+                finally:
+                    workers[me] = None
+                    g.running -= 1
+                    if g.running == 0 and g.idle is not None:
+                        g.idle.set()
+                    self._outstanding -= 1  # `_done(1)` without a call per item: `_wake_waiters` only when due
+                    if self._outstanding == 0 or self._room is not None:
+                        self._wake_waiters()
+                continue
+            # A lane: its items one after another. The worker stays on it while no other lane waits (nobody
+            # to be fair to), and goes round robin as soon as one does.
+            lane = entry
+            g = lane.group
+            queue = lane.queue
+            lane.running = True
             g.running += 1
-            if g.paused and g.queued <= self._resume_at:
-                g.paused = False
-                if self._on_room is not None:
-                    self._on_room(g.key)
             workers[me] = g
             try:
-                await self._handler(item, g.halt)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("item handler failed")  # the driver settles every path; this is a bug
+                while True:
+                    item = queue.popleft()
+                    g.queued -= 1
+                    if g.paused and g.queued <= self._resume_at:
+                        g.paused = False
+                        if self._on_room is not None:
+                            self._on_room(g.key)
+                    try:
+                        await handler(item, g.halt)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("item handler failed")  # the driver settles every path; this is a bug
+                    finally:
+                        self._outstanding -= 1
+                        if self._outstanding == 0 or self._room is not None:
+                            self._wake_waiters()
+                    if ready or not queue:
+                        break
             finally:
                 workers[me] = None
                 g.running -= 1
                 if g.running == 0 and g.idle is not None:
                     g.idle.set()
-                if lane is not None:
-                    lane.running = False
-                    if lane.queue:
-                        ready.append(lane)
-                    else:
-                        lane.active = False
-                        if self._lanes.get(lane.key) is lane:
-                            del self._lanes[lane.key]
-                            g.lanes.discard(lane.key)
-                self._outstanding -= 1  # `_done(1)` without a call per item: `_wake_waiters` only when due
-                if self._outstanding == 0 or self._room is not None:
-                    self._wake_waiters()
+                lane.running = False
+                if queue:
+                    ready.append(lane)
+                else:
+                    lane.active = False
+                    if self._lanes.get(lane.key) is lane:
+                        del self._lanes[lane.key]
+                        g.lanes.discard(lane.key)
 
     def _done(self, n: int) -> None:
         """`n` items ended (or were dropped)."""

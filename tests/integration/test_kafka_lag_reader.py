@@ -85,3 +85,24 @@ async def test_a_moving_head_is_fetched_again_at_most_every_head_refresh(kafka_b
         assert reader.head_fetches == fetches + 1
     finally:
         await reader.close()
+
+
+async def test_reads_that_find_the_reader_unstarted_start_it_once(kafka_bootstrap: str, unique_name: str) -> None:
+    """Reads that come while the reader is starting (a scaling wake-up's beside the periodic one): each answers,
+    the clients start once. Before, a second start reached aiokafka's "Did you call `start` twice?" (or a second
+    fetcher) and that read was lost. The reads are spread over the start, 2 ms apart, to land inside it."""
+    topic = unique_name
+    await _stamped_topic(kafka_bootstrap, topic, 1)
+    query = GroupQuery(f"{unique_name}-g", (topic,))
+    reader = KafkaLagReader(kafka_bootstrap)
+
+    async def read_after(delay: float) -> int:
+        await asyncio.sleep(delay)
+        return (await reader.read([query], ages=False))[query].lag
+
+    try:
+        assert await asyncio.gather(*(read_after(i * 0.002) for i in range(40))) == [20] * 40
+        fetchers = [t for t in asyncio.all_tasks() if "_fetch_requests_routine" in repr(t.get_coro())]
+        assert len(fetchers) == 1, "one consumer fetcher: the reader started once"
+    finally:
+        await reader.close()

@@ -185,3 +185,63 @@ async def test_waiting_for_idle_after_a_drain_waits_for_the_new_items() -> None:
     await asyncio.wait_for(waiter, 5)
     assert sorted(done) == [1, 2, 3]
     await sched.close()
+
+
+async def test_a_run_queued_at_once_is_a_run_of_submits() -> None:
+    """`submit_run` (a fetched batch's records of one partition) keeps the order with single submits around it,
+    and pauses the group once when the run fills it, resumed at half."""
+    gate = asyncio.Event()
+    done: list[int] = []
+    events: list[tuple[str, Hashable]] = []
+
+    async def run(item: int, _halt: Halt) -> None:
+        await gate.wait()
+        done.append(item)
+
+    sched: LaneScheduler[int] = LaneScheduler(run, 4, group_limit=8, on_full=lambda g: events.append(("pause", g)),
+                                              on_room=lambda g: events.append(("resume", g)))
+    sched.submit("p0", "p0", 0)
+    sched.submit_run("p0", [1, 2, 3])
+    assert events == [] and sched.queued("p0") == 4 and sched.outstanding == 4
+    sched.submit_run("p0", list(range(4, 20)))  # overfills the group by a batch: paused once
+    sched.submit("p0", "p0", 20)
+    assert events == [("pause", "p0")] and sched.outstanding == 21
+    gate.set()
+    await asyncio.wait_for(sched.wait_idle(), 5)
+    assert done == list(range(21))
+    assert events == [("pause", "p0"), ("resume", "p0")]
+    await sched.close()
+
+
+async def test_with_more_lanes_than_workers_the_lanes_take_turns() -> None:
+    """A worker stays on its lane only while no other lane waits: one worker, two busy lanes, turns."""
+    done: list[str] = []
+
+    async def run(item: str, _halt: Halt) -> None:
+        await asyncio.sleep(0)
+        done.append(item)
+
+    sched: LaneScheduler[str] = LaneScheduler(run, 1, group_limit=100)
+    sched.submit_run("a", [f"a{i}" for i in range(5)])
+    sched.submit_run("b", [f"b{i}" for i in range(5)])
+    await asyncio.wait_for(sched.wait_idle(), 5)
+    assert done == [x for i in range(5) for x in (f"a{i}", f"b{i}")]
+    await sched.close()
+
+
+async def test_alone_a_lane_keeps_its_worker_and_its_order() -> None:
+    """No other lane waits: the worker runs the lane's items one after another, new ones included."""
+    done: list[int] = []
+    sched: LaneScheduler[int]
+
+    async def run(item: int, _halt: Halt) -> None:
+        await asyncio.sleep(0)
+        if item < 5:
+            sched.submit("p", "p", item + 10)  # arrives while the lane runs
+        done.append(item)
+
+    sched = LaneScheduler(run, 4, group_limit=100)
+    sched.submit_run("p", list(range(5)))
+    await asyncio.wait_for(sched.wait_idle(), 5)
+    assert done == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+    await sched.close()
