@@ -23,6 +23,8 @@ compares the dispatch work per event, `kafka_dispatch.py` measures the whole thi
 With `--opcodes`, no valgrind: each child runs under a Python opcode tracer instead, and the figure is Python
 opcodes per event, in all and per function, the functions of eventbus's packages and of the bench's loops
 listed (the top `--top`). That shows where a mode's own Python work goes, deterministically, in seconds.
+Opcodes are not equal in cost: a few that call C to build containers (`zip`, `dict(zip(...))`, `join`) can
+cost more than the many they replace. A change it shows as a gain is confirmed with the callgrind count.
 
     python bench/dispatch_instructions.py --opcodes --modes ref,partition
 """

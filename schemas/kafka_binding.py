@@ -6,10 +6,8 @@ key is never mapped onto `partitionkey` on receive (only raw records are wrapped
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from operator import itemgetter
-from typing import TypeAlias
 
 from schemas.cloudevent import (
     SPECVERSION,
@@ -48,23 +46,14 @@ def _utf8(value: bytes | None, header: str) -> str:
         ) from exc
 
 
-# What `_from_kafka_careful` learnt from the valid binary-mode events it decoded: for each tuple of header
-# keys (a record's "shape"), where each attribute is and its binary-mode HTTP header name. Bounded: the keys
+# What `_from_kafka_careful` learnt about header keys it decoded a valid binary-mode event from: the attribute
+# each key carries ("" for a key the binding ignores) and its binary-mode HTTP header name. Bounded: the keys
 # come from producers.
-_Shape: TypeAlias = tuple[
-    tuple[str, ...],  # the attribute of each header kept, in header order
-    tuple[str, ...],  # its binary-mode HTTP header name
-    Callable[[tuple[bytes | None, ...]], tuple[bytes | None, ...]] | None,  # picks the kept values (None: all)
-    int,  # the index of `specversion` among the kept values
-    int,  # the index of `datacontenttype`, or -1
-    tuple[tuple[str, int], ...],  # `time` and `dataschema`: the formats that vary per event, and their index
-]
-_SHAPES: dict[tuple[str, ...], _Shape] = {}
+_ATTRIBUTE: dict[str, str] = {}
+_HTTP_NAME: dict[str, str] = {}
 _BINARY_TYPES: set[str] = set()
 """`content-type` values seen on valid binary-mode events (valid media types, not a structured mode)."""
 _MAX_KNOWN = 4096
-_PRINTABLE_OR_SEPARATOR = bytes(range(0x20, 0x7F)) + b"\n"
-"""What a joined run of fast-path values may hold: printable ASCII, and the separator the join put in."""
 
 
 def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
@@ -74,39 +63,51 @@ def from_kafka(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
     +json` is decoded, other formats (and batches, which Kafka does not define) raise UnsupportedFormat.
     Invalid CloudEvents raise InvalidCloudEvent.
 
-    The common record takes a fast path of a few C-level steps in all, not a few per header: a binary-mode
-    event whose header keys, in that order, `_from_kafka_careful` has decoded a valid event from before, whose
-    values are non-empty printable ASCII and whose `content-type` is a media type seen valid before. Its
-    binary-mode HTTP headers are built on the way when no value needs percent-encoding. Anything else (new
-    keys, a fault, a value that needs a closer look) takes the careful path, which gives the same event or the
+    The common record takes a fast path, a few steps per header and its values checked in one pass: a
+    binary-mode event whose header keys `_from_kafka_careful` has decoded a valid event from before, whose
+    values are non-empty printable ASCII and whose `content-type` is a media type seen valid before; its
+    binary-mode HTTP headers are built on the way when no value needs percent-encoding. Anything else (a new
+    key, a fault, a value that needs a closer look) takes the careful path, which gives the same event or the
     precise error. The fast path allocates little: every container made per event brings the next garbage
     collection closer.
     """
+    if not headers:
+        return _from_kafka_careful(headers, value)
+    attrs: dict[str, str] = {}
+    http: dict[str, str] = {}
+    names = _ATTRIBUTE
+    http_names = _HTTP_NAME
+    ignored = 0
     try:
-        keys, raws = zip(*headers, strict=True)  # ValueError: no headers, or not pairs
-        names, http_names, pick, at_specversion, at_content_type, varying = _SHAPES[keys]  # KeyError: new keys
-        if pick is not None:
-            raws = pick(raws)
-        joined = b"\n".join(raws)  # TypeError: a null value
-    except (KeyError, TypeError, ValueError):
+        for key, raw in headers:
+            name = names[key]  # KeyError: a key not seen before
+            if name:
+                # AttributeError (a null value) or UnicodeDecodeError: the careful path says which
+                attrs[name] = http[http_names[key]] = raw.decode()  # type: ignore[union-attr]
+            else:
+                ignored += 1  # a header the binding ignores, whatever its value
+    except (KeyError, AttributeError, TypeError, ValueError):
         return _from_kafka_careful(headers, value)
-    if b"" in raws or joined.translate(None, _PRINTABLE_OR_SEPARATOR):  # empty, or not printable ASCII
+    values = attrs.values()
+    blob = "".join(values)
+    if (len(attrs) + ignored != len(headers)  # an attribute given twice (`content-type` with `ce_datacontenttype`)
+            or "" in values or attrs.get("specversion") != SPECVERSION
+            or "id" not in attrs or "source" not in attrs or "type" not in attrs
+            or not (blob.isascii() and blob.isprintable())):
         return _from_kafka_careful(headers, value)
-    values = joined.decode().split("\n")
-    if (len(values) != len(names)  # a value held the separator
-            or values[at_specversion] != SPECVERSION
-            or (at_content_type >= 0 and values[at_content_type] not in _BINARY_TYPES)):
+    content_type = attrs.get("datacontenttype")
+    if content_type is not None and content_type not in _BINARY_TYPES:
         return _from_kafka_careful(headers, value)
-    if varying:
-        try:
-            for name, at in varying:
-                check_attribute(name, values[at])
+    if "time" in attrs or "dataschema" in attrs:
+        try:  # the two formats that vary per event
+            for name in ("time", "dataschema"):
+                if name in attrs:
+                    check_attribute(name, attrs[name])
         except InvalidCloudEvent:
             return _from_kafka_careful(headers, value)
-    attrs = dict(zip(names, values, strict=True))
-    if b" " in joined or b'"' in joined or b"%" in joined:  # percent-encoded in HTTP: `to_binary` does it
+    if " " in blob or '"' in blob or "%" in blob:
         return CloudEvent(attrs, value)
-    return CloudEvent(attrs, value, http_headers=dict(zip(http_names, values, strict=True)))
+    return CloudEvent(attrs, value, http_headers=http)
 
 
 def _structured(content_type: str) -> bool:
@@ -115,35 +116,20 @@ def _structured(content_type: str) -> bool:
 
 
 def _learn(headers: KafkaHeaders, content_type: str | None) -> None:
-    """Remember the shape of a valid binary-mode event (and its content type) for the fast path."""
+    """Remember the header keys of a valid binary-mode event (and its content type) for the fast path."""
+    if len(_ATTRIBUTE) >= _MAX_KNOWN:
+        return
+    for key, _ in headers:
+        if key.startswith("ce_"):
+            _ATTRIBUTE[key] = name = key[3:]
+            _HTTP_NAME[key] = "ce-" + name
+        elif key.lower() == "content-type":
+            _ATTRIBUTE[key] = "datacontenttype"
+            _HTTP_NAME[key] = "Content-Type"
+        else:
+            _ATTRIBUTE[key] = _HTTP_NAME[key] = ""
     if content_type is not None and len(_BINARY_TYPES) < _MAX_KNOWN and not _structured(content_type):
         _BINARY_TYPES.add(content_type)  # as a `content-type` header, this one would mean structured mode
-    keys = tuple(key for key, _ in headers)
-    if keys in _SHAPES or len(_SHAPES) >= _MAX_KNOWN:
-        return
-    names: list[str] = []
-    http_names: list[str] = []
-    kept: list[int] = []
-    for i, key in enumerate(keys):
-        if key.startswith("ce_"):
-            names.append(key[3:])
-            http_names.append("ce-" + key[3:])
-        elif key.lower() == "content-type":
-            names.append("datacontenttype")
-            http_names.append("Content-Type")
-        else:
-            continue  # a header the binding ignores, whatever its value
-        kept.append(i)
-    if len(set(names)) != len(names) or "specversion" not in names:
-        return  # `content-type` beside `ce_datacontenttype`: the careful path compares the two
-    _SHAPES[keys] = (
-        tuple(names),
-        tuple(http_names),
-        None if len(kept) == len(keys) else itemgetter(*kept),
-        names.index("specversion"),
-        names.index("datacontenttype") if "datacontenttype" in names else -1,
-        tuple((name, at) for at, name in enumerate(names) if name in ("time", "dataschema")),
-    )
 
 
 def _from_kafka_careful(headers: KafkaHeaders, value: bytes | None) -> CloudEvent | None:
