@@ -209,41 +209,22 @@ class LaneScheduler(Generic[T]):
                 await fut
                 continue
             entry = ready.popleft()
+            # An unordered item runs alone; a lane runs its items one after another, and the worker stays on
+            # it while no other lane waits (nobody to be fair to), going round robin as soon as one does.
+            lane: _Lane[T] | None
             if isinstance(entry, tuple):
                 g, item = entry
-                g.queued -= 1
-                g.running += 1
-                if g.paused and g.queued <= self._resume_at:
-                    g.paused = False
-                    if self._on_room is not None:
-                        self._on_room(g.key)
-                workers[me] = g
-                try:
-                    await handler(item, g.halt)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("item handler failed")  # the driver settles every path; this is a bug
-                finally:
-                    workers[me] = None
-                    g.running -= 1
-                    if g.running == 0 and g.idle is not None:
-                        g.idle.set()
-                    self._outstanding -= 1  # `_done(1)` without a call per item: `_wake_waiters` only when due
-                    if self._outstanding == 0 or self._room is not None:
-                        self._wake_waiters()
-                continue
-            # A lane: its items one after another. The worker stays on it while no other lane waits (nobody
-            # to be fair to), and goes round robin as soon as one does.
-            lane = entry
-            g = lane.group
-            queue = lane.queue
-            lane.running = True
+                lane = queue = None
+            else:
+                lane = entry
+                g = lane.group
+                queue = lane.queue
+                lane.running = True
+                item = queue.popleft()
             g.running += 1
             workers[me] = g
             try:
                 while True:
-                    item = queue.popleft()
                     g.queued -= 1
                     if g.paused and g.queued <= self._resume_at:
                         g.paused = False
@@ -256,23 +237,25 @@ class LaneScheduler(Generic[T]):
                     except Exception:
                         log.exception("item handler failed")  # the driver settles every path; this is a bug
                     finally:
-                        self._outstanding -= 1
+                        self._outstanding -= 1  # `_done(1)` without a call per item: `_wake_waiters` when due
                         if self._outstanding == 0 or self._room is not None:
                             self._wake_waiters()
-                    if ready or not queue:
+                    if queue is None or ready or not queue:
                         break
+                    item = queue.popleft()
             finally:
                 workers[me] = None
                 g.running -= 1
                 if g.running == 0 and g.idle is not None:
                     g.idle.set()
-                lane.running = False
-                if queue:
-                    ready.append(lane)
-                else:
-                    lane.active = False
-                    if self._lanes.get(lane.key) is lane:
-                        del self._lanes[lane.key]
+                if lane is not None:
+                    lane.running = False
+                    if queue:
+                        ready.append(lane)
+                    else:
+                        lane.active = False
+                        if self._lanes.get(lane.key) is lane:
+                            del self._lanes[lane.key]
                         g.lanes.discard(lane.key)
 
     def _done(self, n: int) -> None:
