@@ -1,7 +1,7 @@
 """The request class of the gateway's session: a dispatch's headers are copied into the request in one call.
 
 aiohttp's `ClientRequest.update_headers` adds the headers the session prepared one at a time, in Python. A
-dispatch carries a dozen (the CloudEvent's attributes and the session's own), so that loop was ~4% of the
+dispatch carries a dozen (the CloudEvent's attributes and the session's own), so that loop was 3-4% of the
 instructions of an event's whole dispatch (callgrind, `bench/dispatch_instructions.py`). The headers sent
 are the same, in the same order; a caller's own Host header takes the library's path unchanged.
 """
