@@ -256,7 +256,7 @@ class LaneScheduler(Generic[T]):
                         lane.active = False
                         if self._lanes.get(lane.key) is lane:
                             del self._lanes[lane.key]
-                        g.lanes.discard(lane.key)
+                            g.lanes.discard(lane.key)
 
     def _done(self, n: int) -> None:
         """`n` items ended (or were dropped)."""
