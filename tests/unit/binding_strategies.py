@@ -184,3 +184,13 @@ def json_bodies(draw: st.DrawFn) -> bytes:
 def typed(ev: CloudEvent) -> tuple[dict[str, tuple[str, AttributeValue]], bytes | None]:
     """An event's attributes with their types (so True and 1 differ) and its data, for exact comparison."""
     return {k: (type(v).__name__, v) for k, v in ev.attributes.items()}, ev.data
+
+
+def typed_as_json_value(ev: CloudEvent) -> tuple[dict[str, tuple[str, AttributeValue]], bytes | None]:
+    """`typed`, with JSON data as the JSON value it holds: the whitespace around it is not part of the value,
+    and the JSON format, which embeds the value, does not keep it (binary `b'\\t0'` re-encodes as `"data":0`)."""
+    attrs, data = typed(ev)
+    ct = ev.attributes.get("datacontenttype")
+    if data is not None and is_json_content_type(None if ct is None else str(ct)):
+        data = data.strip(b" \t\r\n")
+    return attrs, data
