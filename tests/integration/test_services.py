@@ -111,3 +111,54 @@ def test_spawned_servers_inherit_only_stdio(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait(10)
+
+
+_PID_MATCHES = Path(__file__).resolve().parents[2] / "scripts" / "pid_matches.sh"
+
+
+def _pid_matches(pidfile: Path, pattern: str) -> int:
+    """The exit status of scripts/pid_matches.sh's `pid_matches PIDFILE PATTERN`, as the scripts call it."""
+    return subprocess.run(["bash", "-c", f'. "{_PID_MATCHES}"; pid_matches "$0" "$1"', str(pidfile), pattern],
+                          timeout=30).returncode
+
+
+def test_pid_matches_tells_our_server_from_a_recycled_or_dead_pid(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    assert _pid_matches(pidfile, "sleep") == 1  # no pid file
+    pidfile.write_text("12ab\n")
+    assert _pid_matches(pidfile, "sleep") == 1  # not a pid
+    live = subprocess.Popen(["sleep", "30"])
+    zombie = subprocess.Popen(["sleep", "0"])  # exits and stays a zombie: not waited for yet
+    try:
+        pidfile.write_text(f"{live.pid}\n")
+        assert _pid_matches(pidfile, "sleep 30") == 0
+        assert _pid_matches(pidfile, "kafka.Kafka") == 1  # a live pid that is someone else's
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "sleep 0 did not exit"
+            time.sleep(0.02)
+        pidfile.write_text(f"{zombie.pid}\n")
+        assert _pid_matches(pidfile, "sleep") == 1  # exited: kill -0 still answers, its command line is empty
+    finally:
+        live.kill()
+        live.wait(10)
+        zombie.wait(10)
+
+
+def test_pid_matches_right_after_spawn(tmp_path: Path) -> None:
+    """scripts/kube checks a server the moment its pid file is written, which can be while the process execs
+    (the kernel shows an empty command line then; CI once stopped a starting kube-apiserver for it). Spawn as
+    scripts/kube does and check at once, 20 times: each must match."""
+    for i in range(20):
+        pidfile = tmp_path / f"pid{i}"
+        child = subprocess.Popen(["setsid", "bash", "-c", 'echo $$ >"$0"; exec "$@"', str(pidfile), "python3", "-c",
+                                  "import time; time.sleep(30)", f"--marker-{i}"], stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not (pidfile.is_file() and pidfile.read_text().strip()):
+                assert time.monotonic() < deadline, "the pid file was not written"
+                time.sleep(0.001)
+            assert _pid_matches(pidfile, f"--marker-{i}") == 0
+        finally:
+            child.kill()
+            child.wait(10)
