@@ -147,8 +147,8 @@ def test_pid_matches_tells_our_server_from_a_recycled_or_dead_pid(tmp_path: Path
 
 def test_pid_matches_right_after_spawn(tmp_path: Path) -> None:
     """scripts/kube checks a server the moment its pid file is written, which can be while the process execs
-    (the kernel shows an empty command line then; CI once stopped a starting kube-apiserver for it). Spawn as
-    scripts/kube does and check at once, 20 times: each must match."""
+    (the kernel shows an empty command line then; two fresh-clone runs here stopped a starting kube-apiserver
+    on that first check). Spawn as scripts/kube does and check at once, 20 times: each must match."""
     for i in range(20):
         pidfile = tmp_path / f"pid{i}"
         child = subprocess.Popen(["setsid", "bash", "-c", 'echo $$ >"$0"; exec "$@"', str(pidfile), "python3", "-c",

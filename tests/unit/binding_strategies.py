@@ -191,6 +191,14 @@ def typed_as_json_value(ev: CloudEvent) -> tuple[dict[str, tuple[str, AttributeV
     and the JSON format, which embeds the value, does not keep it (binary `b'\\t0'` re-encodes as `"data":0`)."""
     attrs, data = typed(ev)
     ct = ev.attributes.get("datacontenttype")
-    if data is not None and is_json_content_type(None if ct is None else str(ct)):
-        data = data.strip(b" \t\r\n")
+    if data is not None and is_json_content_type(None if ct is None else str(ct)) and _is_json(data):
+        data = data.strip(b" \t\r\n")  # only a JSON text is embedded; anything else goes base64, exactly
     return attrs, data
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return False
+    return True
