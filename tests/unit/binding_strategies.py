@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from schemas.cloudevent import AttributeValue, CloudEvent, canonical_string, format_time, is_json_content_type
+from schemas.json_format import _is_json_text
 
 settings.register_profile(
     "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False
@@ -191,14 +192,6 @@ def typed_as_json_value(ev: CloudEvent) -> tuple[dict[str, tuple[str, AttributeV
     and the JSON format, which embeds the value, does not keep it (binary `b'\\t0'` re-encodes as `"data":0`)."""
     attrs, data = typed(ev)
     ct = ev.attributes.get("datacontenttype")
-    if data is not None and is_json_content_type(None if ct is None else str(ct)) and _is_json(data):
+    if data is not None and is_json_content_type(None if ct is None else str(ct)) and _is_json_text(data):
         data = data.strip(b" \t\r\n")  # only a JSON text is embedded; anything else goes base64, exactly
     return attrs, data
-
-
-def _is_json(data: bytes) -> bool:
-    try:
-        json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return False
-    return True
