@@ -192,7 +192,8 @@ def unique_name() -> str:
 
 
 class KafkaAdmin:
-    """Creates topics on the test broker. Deletes nothing: names are unique per test and data is scratch."""
+    """Creates topics on the test broker (names are unique per test and data is scratch, so cleanup deletes
+    nothing); `delete_topic` is for a test about a topic going away."""
 
     def __init__(self, client: Any) -> None:
         self.client = client  # aiokafka.admin.AIOKafkaAdminClient, for anything else a test needs
@@ -232,6 +233,22 @@ class KafkaAdmin:
                 return
             if loop.time() > deadline:
                 raise TimeoutError(f"topic {name!r} not ready with {partitions} partitions: {topics}")
+            await asyncio.sleep(0.1)
+
+    async def delete_topic(self, name: str, wait_s: float = 30.0) -> None:
+        """Delete `name` and wait until the broker's metadata no longer has it: deletion reaches the broker
+        after the controller answers, and a write in between still lands (in the topic being deleted)."""
+        from aiokafka.errors import UnknownTopicOrPartitionError
+
+        await self.client.delete_topics([name])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            topics = await self.client.describe_topics([name])
+            if all(t["error_code"] == UnknownTopicOrPartitionError.errno for t in topics if t["topic"] == name):
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"topic {name!r} still described after deletion: {topics}")
             await asyncio.sleep(0.1)
 
     async def create_topics(self, names: list[str], partitions: int = 1) -> list[str]:
